@@ -1,0 +1,93 @@
+"""Poisoning attacks by name.
+
+An attack is configured by a frozen dataclass (``Attack.Config``), crafts a `Poisoning` from a clean `Dataset`,
+and evaluates its own harm on a model (``evaluate``). ``removal_metric`` names the metric that poison removal
+(PAPER.md section 5) is computed from, oriented so that larger means more poison effect.
+"""
+
+from __future__ import annotations
+
+import io
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..context import RunContext
+from ..data import Dataset
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class Poisoning:
+    """What an attack did to the training set.
+
+    ``indices``: training points whose clean originals were removed (they are replaced by the poisons);
+    ``x_poison``/``y_poison``: the poison points, row i derived from ``indices[i]`` where the attack perturbs
+    existing points; ``arrays``: attack-specific state kept for evaluation (e.g. Gaussian noise).
+    """
+
+    indices: torch.Tensor  # (k,) int64
+    x_poison: torch.Tensor  # (k, C, H, W)
+    y_poison: torch.Tensor  # (k,)
+    arrays: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def n_poison(self) -> int:
+        return len(self.x_poison)
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf,
+            indices=self.indices.numpy(),
+            x_poison=self.x_poison.numpy(),
+            y_poison=self.y_poison.numpy(),
+            **{f"arr_{k}": v.numpy() for k, v in self.arrays.items()},
+        )
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Poisoning:
+        with np.load(io.BytesIO(data)) as z:
+            arrays = {k[4:]: torch.from_numpy(z[k]) for k in z.files if k.startswith("arr_")}
+            return cls(
+                indices=torch.from_numpy(z["indices"]),
+                x_poison=torch.from_numpy(z["x_poison"]),
+                y_poison=torch.from_numpy(z["y_poison"]),
+                arrays=arrays,
+            )
+
+
+class Attack(ABC):
+    """Base class of attacks; subclasses set ``Config`` and ``removal_metric`` and register themselves."""
+
+    Config: ClassVar[type]
+    removal_metric: ClassVar[str]
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    @classmethod
+    def config_from(cls, params: dict[str, Any]) -> Any:
+        """Build the config from a flat parameter dict, taking only the keys the config defines."""
+        names = {f.name for f in fields(cls.Config)}
+        return cls.Config(**{k: v for k, v in params.items() if k in names and v is not None})
+
+    @abstractmethod
+    def craft(self, data: Dataset, ctx: RunContext) -> Poisoning:
+        """Build the poisons from the clean training set."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> dict[str, float]:
+        """The attack's own metrics on ``model`` (e.g. GUS)."""
+
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+from . import gaussian as _gaussian  # noqa: E402,F401  (registers "gaussian")
+
+__all__ = ["ATTACKS", "Attack", "Poisoning"]

@@ -1,0 +1,70 @@
+"""Gaussian data poisoning (Pawelczyk et al., ICLR 2025; PAPER.md 3.1).
+
+Threat model: the attacker adds i.i.d. noise xi_z ~ N(0, eps^2 I) to the inputs of exactly
+``round(poison_fraction * n_train)`` training points, leaving labels unchanged. The noise enters in the raw input
+space ([0, 1] pixels, before any normalisation or augmentation) and is not clipped, so that the GUS statistic's
+null distribution is exactly N(0, 1). The noise and a second, independent draw (the null for ``gus_auc``) are kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..context import RunContext
+from ..data import Dataset
+from ..errors import UsageError, check_range
+from ..metrics.gus import gus_statistic, gus_summary, input_gradients
+from . import ATTACKS, Attack, Poisoning
+
+
+@dataclass(frozen=True)
+class GaussianConfig:
+    # The embedded default (digits + MLP, 60 epochs): calibrated over seeds 0-2 to give poisoned gus_z 5.7-6.5
+    # and retrained |gus_z| <= 1 (see README, "Calibration"). The paper's own epsilon is not known to us.
+    poison_fraction: float = 0.15
+    eps: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_range("poison_fraction", self.poison_fraction, low=0, high=1, low_open=True, high_open=True)
+        check_range("eps", self.eps, low=0, low_open=True)
+
+
+@ATTACKS.register("gaussian")
+class GaussianPoisoning(Attack):
+    Config = GaussianConfig
+    removal_metric = "gus_z"
+    cfg: GaussianConfig
+
+    def craft(self, data: Dataset, ctx: RunContext) -> Poisoning:
+        n = len(data.x_train)
+        k = round(self.cfg.poison_fraction * n)
+        if k < 2:
+            raise UsageError(f"poison_fraction={self.cfg.poison_fraction} poisons {k} of {n} points; need >= 2")
+        gen = ctx.generator(offset=101)
+        indices = torch.randperm(n, generator=gen)[:k].sort().values
+        x_clean = data.x_train[indices]
+        noise = self.cfg.eps * torch.randn(x_clean.shape, generator=gen)
+        indep = self.cfg.eps * torch.randn(x_clean.shape, generator=gen)
+        return Poisoning(
+            indices=indices,
+            x_poison=x_clean + noise,
+            y_poison=data.y_train[indices].clone(),
+            arrays={"noise": noise, "indep_noise": indep},
+        )
+
+    def evaluate(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> dict[str, float]:
+        # Evaluated at the *clean* inputs with their true labels, never with augmentation (eval mode).
+        x_clean = data.x_train[poisoning.indices]
+        y = data.y_train[poisoning.indices]
+        grads = input_gradients(model, x_clean, y, ctx.device)
+        i_poison = gus_statistic(grads, poisoning.arrays["noise"], self.cfg.eps)
+        i_indep = gus_statistic(grads, poisoning.arrays["indep_noise"], self.cfg.eps)
+        return gus_summary(i_poison, i_indep)
+
+    def statistics(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> torch.Tensor:
+        """Per-poison I_z (for plots of its distribution against N(0, 1))."""
+        grads = input_gradients(model, data.x_train[poisoning.indices], data.y_train[poisoning.indices], ctx.device)
+        return gus_statistic(grads, poisoning.arrays["noise"], self.cfg.eps)

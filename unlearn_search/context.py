@@ -1,0 +1,39 @@
+"""Run context: the explicit seed and device every computation receives (no global RNG, no ``.cuda()``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import UsageError
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; ``cpu``/``cuda``/``cuda:N`` are taken as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} requested but CUDA is not available; valid here: auto, cpu")
+    return device
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Seed and device for one computation. Derive sub-seeds with `child` so that parts stay independent."""
+
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator seeded from ``seed`` and ``offset`` (shuffling, noise); never the global RNG."""
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1_000_003 + offset)
+        return g
+
+    def child(self, offset: int) -> RunContext:
+        return RunContext(seed=self.seed * 1_000_003 + offset, device=self.device)

@@ -1,0 +1,145 @@
+"""A scenario: dataset + model recipe + attack + seed, and the two reference models judged against.
+
+`ScenarioConfig` is pure configuration (validated on construction, hashed for reuse). `build_scenario` loads the
+data and crafts the poisons; `train_references` trains the poisoned model on S_corr = retain ∪ poisons and the
+retrained reference on the retain set alone, with the same recipe and seed (PAPER.md section 1). No MLflow here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .attacks import ATTACKS, Attack, Poisoning
+from .compute import retrain_cost
+from .context import RunContext
+from .data import DATASETS, Dataset, load_dataset
+from .errors import check_range
+from .metrics import loss_mia, per_sample_loss
+from .models import ModelSpec, check_model_name, create_model
+from .training import TrainConfig, accuracy, train
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    dataset: str = "digits"
+    model: str = "mlp"
+    attack: str = "gaussian"
+    attack_params: dict[str, Any] = field(default_factory=dict)  # unset keys take the attack config's defaults
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        DATASETS.get(self.dataset)
+        check_model_name(self.model)
+        attack_cls = ATTACKS.get(self.attack)
+        check_range("seed", self.seed, low=0)
+        # Normalise to the attack's full config (defaults filled in), so equal scenarios hash equally.
+        full = vars(attack_cls.config_from(self.attack_params))
+        object.__setattr__(self, "attack_params", dict(full))
+
+    def make_attack(self) -> Attack:
+        cls = ATTACKS.get(self.attack)
+        return cls(cls.config_from(self.attack_params))
+
+    def to_flat(self) -> dict[str, Any]:
+        """Flat, sorted parameter dict: what is logged as MLflow params/tags and hashed."""
+        flat: dict[str, Any] = {"dataset": self.dataset, "model": self.model, "attack": self.attack,
+                                "seed": self.seed}
+        flat.update({f"attack.{k}": v for k, v in self.attack_params.items()})
+        flat.update({f"train.{k}": v for k, v in self.train.to_dict().items()})
+        return dict(sorted(flat.items()))
+
+    @property
+    def hash(self) -> str:
+        blob = json.dumps(self.to_flat(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A built scenario: the data, the poisons and the three sets methods work with."""
+
+    config: ScenarioConfig
+    data: Dataset
+    poisoning: Poisoning
+    attack: Attack
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.config.model, self.data.input_shape, self.data.n_classes)
+
+    @property
+    def retain_mask(self) -> torch.Tensor:
+        mask = torch.ones(len(self.data.x_train), dtype=torch.bool)
+        mask[self.poisoning.indices] = False
+        return mask
+
+    @property
+    def retain(self) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.retain_mask
+        return self.data.x_train[m], self.data.y_train[m]
+
+    @property
+    def forget(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.poisoning.x_poison, self.poisoning.y_poison
+
+    @property
+    def corrupted(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """S_corr = retain ∪ poisons: what the poisoned model is trained on."""
+        xr, yr = self.retain
+        return torch.cat([xr, self.poisoning.x_poison]), torch.cat([yr, self.poisoning.y_poison])
+
+    @property
+    def retrain_cost(self) -> float:
+        return retrain_cost(self.config.train.epochs, int(self.retain_mask.sum()))
+
+
+def build_scenario(cfg: ScenarioConfig, ctx: RunContext, poisoning: Poisoning | None = None) -> Scenario:
+    """Load the data and craft the poisons (or take ``poisoning`` as given, when reusing a stored scenario)."""
+    data = load_dataset(cfg.dataset)
+    attack = cfg.make_attack()
+    if poisoning is None:
+        poisoning = attack.craft(data, ctx.child(7))
+    log.info("scenario %s: %d training points, %d poisons (%s)", cfg.hash, len(data.x_train),
+             poisoning.n_poison, cfg.attack)
+    return Scenario(config=cfg, data=data, poisoning=poisoning, attack=attack)
+
+
+def train_references(scenario: Scenario, ctx: RunContext) -> dict[str, nn.Module]:
+    """Train the poisoned model (on S_corr) and the retrained reference (on retain) with one recipe and seed."""
+    cfg = scenario.config
+    out: dict[str, nn.Module] = {}
+    for role, (x, y) in (("poisoned", scenario.corrupted), ("retrain", scenario.retain)):
+        model = create_model(scenario.spec, seed=cfg.seed)
+        every = max(cfg.train.epochs // 5, 1)
+
+        def on_epoch(epoch: int, loss: float, role: str = role) -> None:
+            if (epoch + 1) % every == 0 or epoch + 1 == cfg.train.epochs:
+                log.info("  %s: epoch %d/%d loss %.4f", role, epoch + 1, cfg.train.epochs, loss)
+
+        out[role] = train(model, x, y, cfg.train, ctx.child(11), on_epoch=on_epoch)
+    return out
+
+
+def evaluate(model: nn.Module, scenario: Scenario, ctx: RunContext) -> dict[str, float]:
+    """Utility on test / retain / forget, the attack's own metrics, and the loss-based MIA (forget vs test)."""
+    dev = ctx.device
+    xr, yr = scenario.retain
+    xf, yf = scenario.forget
+    d = scenario.data
+    metrics = {
+        "test_acc": accuracy(model, d.x_test, d.y_test, dev),
+        "retain_acc": accuracy(model, xr, yr, dev),
+        "forget_acc": accuracy(model, xf, yf, dev),
+    }
+    metrics.update(loss_mia(per_sample_loss(model, xf, yf, dev), per_sample_loss(model, d.x_test, d.y_test, dev)))
+    metrics.update(scenario.attack.evaluate(model, d, scenario.poisoning, ctx))
+    return metrics

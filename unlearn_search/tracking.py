@@ -1,0 +1,218 @@
+"""Everything that talks to MLflow (tracking and Model Registry). Algorithms never import this module.
+
+Layout of what lands in MLflow:
+- a *scenario* run (entry point ``poison``): the scenario's parameters, ``scenario_hash`` tag, the poisons as an
+  artifact (``poisoning/poisoning.npz``), and one nested child run per reference model (``poisoned``, ``retrain``)
+  holding that model's metrics under plain names (``test_acc``, ``gus_z``, ...), its weights-only state
+  (``weights/``) and the pickled MLflow model, registered as ``unlearn_search.<role>`` with lineage tags.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import mlflow
+import torch
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.tracking import MlflowClient
+from torch import nn
+
+from .errors import UsageError
+from .models import ModelSpec
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "unlearn_search"
+REGISTRY_PREFIX = "unlearn_search"
+
+
+def registered_name(role: str) -> str:
+    """Registered-model name for a role: ``poisoned``, ``retrain`` or an unlearning method's name."""
+    return f"{REGISTRY_PREFIX}.{role}"
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with any password replaced by ``***`` (safe for logs, params and tags)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparseable uri>"
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def configure(experiment: str | None = None) -> None:
+    """Check that the tracking store answers, then pick the experiment.
+
+    The tracking URI is MLflow's own default (``sqlite:///mlflow.db`` in the working directory) unless
+    ``MLFLOW_TRACKING_URI`` is set. Inside ``mlflow run`` (``MLFLOW_RUN_ID`` set) the run's experiment is kept.
+    """
+    uri = mlflow.get_tracking_uri()
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"  # fail fast on an unreachable server
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
+    try:
+        MlflowClient().search_experiments(max_results=1)
+    except Exception as e:  # MLflow raises many types here (connection, SQL, scheme); all mean "unusable"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"tracking URI {redact_uri(uri)!r} cannot be reached: {first[:200]}") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        mlflow.set_experiment(experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT)
+
+
+@contextlib.contextmanager
+def run(name: str, tags: dict[str, str] | None = None, nested: bool = False) -> Iterator[Run]:
+    """Start (or, for the outermost run inside ``mlflow run``, resume) a run. A failure marks it FAILED."""
+    with mlflow.start_run(run_name=name, nested=nested, tags=tags) as r:
+        if tags:
+            mlflow.set_tags(tags)
+        yield r
+
+
+def log_params(params: dict[str, Any]) -> None:
+    mlflow.log_params({k: v for k, v in params.items()})
+
+
+def log_metrics(metrics: dict[str, float], prefix: str = "", step: int | None = None) -> None:
+    clean = {f"{prefix}{k}": float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+    mlflow.log_metrics(clean, step=step)
+
+
+def set_tags(tags: dict[str, Any]) -> None:
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def log_bytes(data: bytes, artifact_path: str) -> None:
+    """Log ``data`` as the artifact file ``artifact_path`` (``dir/name``) of the active run."""
+    directory, _, filename = artifact_path.rpartition("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Path(tmp) / filename
+        p.write_bytes(data)
+        mlflow.log_artifact(str(p), artifact_path=directory or None)
+
+
+def log_text(text: str, artifact_path: str) -> None:
+    mlflow.log_text(text, artifact_path)
+
+
+def download_bytes(run_id: str, artifact_path: str) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=tmp)
+        return Path(local).read_bytes()
+
+
+def _pip_requirements() -> list[str]:
+    # Explicit requirements: MLflow would otherwise infer them by importing the model, which is slow.
+    import numpy
+    import scipy
+    import sklearn
+
+    return [
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"numpy=={numpy.__version__}",
+        f"scipy=={scipy.__version__}",
+        f"scikit-learn=={sklearn.__version__}",
+    ]
+
+
+def log_model(
+    model: nn.Module, spec: ModelSpec, role: str, tags: dict[str, str], input_example: torch.Tensor
+) -> ModelVersion:
+    """Log ``model`` to the active run and register it as ``unlearn_search.<role>`` with ``tags``.
+
+    Two forms are stored: the MLflow PyTorch model, in MLflow's ``pt2`` format (a ``torch.export`` graph:
+    ``mlflow.pytorch.load_model`` works without unlearn_search installed and unpickles no code; its signature comes
+    from ``input_example``) and, as run artifacts under ``weights/``,
+    the weights-only state dict and the `ModelSpec`, which `load_weights` turns back into a trainable module
+    without unpickling code.
+    """
+    model = model.cpu().eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(model.state_dict(), Path(tmp) / "state_dict.pt")
+        (Path(tmp) / "spec.json").write_text(json.dumps(spec.to_dict()))
+        mlflow.log_artifacts(tmp, artifact_path="weights")
+    info = mlflow.pytorch.log_model(
+        model,
+        name="model",
+        registered_model_name=registered_name(role),
+        pip_requirements=_pip_requirements(),
+        serialization_format="pt2",
+        input_example=input_example.cpu().numpy(),
+        await_registration_for=0,
+    )
+    client = MlflowClient()
+    version = str(info.registered_model_version)
+    name = registered_name(role)
+    for k, v in tags.items():
+        client.set_model_version_tag(name, version, k, str(v))
+    return client.get_model_version(name, version)
+
+
+def load_weights(run_id: str) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
+    """The weights-only state and spec stored by `log_model` in run ``run_id`` (no code is unpickled)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="weights", dst_path=tmp))
+        spec = ModelSpec.from_dict(json.loads((local / "spec.json").read_text()))
+        state = torch.load(local / "state_dict.pt", map_location="cpu", weights_only=True)
+    return spec, state
+
+
+def find_versions(role: str, tags: dict[str, str]) -> list[ModelVersion]:
+    """Registered versions of ``unlearn_search.<role>`` carrying all ``tags``, newest first."""
+    client = MlflowClient()
+    name = registered_name(role)
+    filt = " and ".join([f"name = '{name}'"] + [f"tags.`{k}` = '{v}'" for k, v in tags.items()])
+    try:
+        found = client.search_model_versions(filt)
+    except mlflow.exceptions.MlflowException as e:
+        if "RESOURCE_DOES_NOT_EXIST" in str(e.error_code):
+            return []
+        raise
+    return sorted(found, key=lambda v: int(v.version), reverse=True)
+
+
+def run_metrics(run_id: str) -> dict[str, float]:
+    return dict(MlflowClient().get_run(run_id).data.metrics)
+
+
+def active_run_id() -> str:
+    r = mlflow.active_run()
+    if r is None:
+        raise RuntimeError("no active MLflow run")
+    return r.info.run_id
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    """A registered model version, by name and number, with the run that produced it."""
+
+    name: str
+    version: str
+    run_id: str
+
+    @classmethod
+    def of(cls, mv: ModelVersion) -> VersionRef:
+        return cls(name=mv.name, version=str(mv.version), run_id=str(mv.run_id))
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
