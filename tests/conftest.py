@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny CPU data and models, and an isolated MLflow store per test."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unlearn_search.context import RunContext
+from unlearn_search.methods import Splits
+from unlearn_search.models import ModelSpec, create_model
+from unlearn_search.training import TrainConfig, train
+
+TINY_SHAPE = (1, 8, 8)
+N_CLASSES = 4
+
+
+@pytest.fixture
+def ctx() -> RunContext:
+    return RunContext(seed=0, device=torch.device("cpu"))
+
+
+def make_tiny_splits(n_retain: int = 160, n_forget: int = 24, seed: int = 0) -> Splits:
+    """Random but learnable data: class = argmax of four pixel-block means, plus Gaussian-noised forget points."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand((n_retain + n_forget, *TINY_SHAPE), generator=g)
+    blocks = x.reshape(len(x), 4, 16).mean(dim=2)
+    y = blocks.argmax(dim=1)
+    x_f = x[n_retain:] + 0.5 * torch.randn((n_forget, *TINY_SHAPE), generator=g)
+    return Splits(x_forget=x_f, y_forget=y[n_retain:], x_retain=x[:n_retain], y_retain=y[:n_retain])
+
+
+@pytest.fixture
+def tiny_splits() -> Splits:
+    return make_tiny_splits()
+
+
+@pytest.fixture
+def tiny_model(tiny_splits: Splits, ctx: RunContext) -> torch.nn.Module:
+    """A small MLP (three blocks) trained a little on retain ∪ forget: the 'poisoned' model of the tiny setting."""
+    model = create_model(ModelSpec("mlp", TINY_SHAPE, N_CLASSES), seed=0)
+    x, y = tiny_splits.full()
+    return train(model, x, y, TrainConfig(epochs=5, batch_size=32), ctx)
+
+
+@pytest.fixture
+def tiny_cnn(tiny_splits: Splits, ctx: RunContext) -> torch.nn.Module:
+    model = create_model(ModelSpec("cnn", TINY_SHAPE, N_CLASSES), seed=0)
+    x, y = tiny_splits.full()
+    return train(model, x, y, TrainConfig(epochs=2, batch_size=32), ctx)
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """An empty SQLite tracking store in a temp dir, used as the working directory."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)

@@ -1,0 +1,142 @@
+"""Unlearning methods by name, one module each, all with one contract.
+
+A method is a function ``run(model, splits, cfg, budget, ctx, on_epoch=None) -> UnlearnResult``:
+
+- ``model`` is the poisoned model; the method works on a deep copy and never mutates it;
+- ``splits`` holds the forget set (the poisons, as trained on) and the retain set;
+- ``cfg`` is the method's own frozen config dataclass (defaults from the reference code, REFERENCES.md;
+  validated on construction so a bad value fails before any work);
+- ``budget`` is the compute the method may consume, a fraction of retraining from scratch (PAPER.md section 2),
+  checked before every batch, so a method overruns by less than one batch; what it consumed is reported;
+- ``on_epoch(epoch, model, values)`` is called after each epoch; the entry point binds it to logging, the tuner
+  to ``trial.report`` (it may raise to stop the method, e.g. an Optuna pruning signal).
+
+Methods never read files, log, or evaluate themselves. ``search_space(trial)`` next to each method returns a
+config's keyword arguments drawn from an Optuna trial (duck-typed: any object with ``suggest_*``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from ..compute import ComputeMeter
+from ..context import RunContext
+from ..errors import check_range
+from ..registry import Registry
+
+#: Called after each epoch with (epoch index, current model, values such as the epoch's mean loss).
+EpochCallback = Callable[[int, nn.Module, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The sets an unlearning method sees: forget = the poisons as trained on; retain = the rest of S_corr."""
+
+    x_forget: torch.Tensor
+    y_forget: torch.Tensor
+    x_retain: torch.Tensor
+    y_retain: torch.Tensor
+
+    @property
+    def n_forget(self) -> int:
+        return len(self.x_forget)
+
+    @property
+    def n_retain(self) -> int:
+        return len(self.x_retain)
+
+    def full(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """retain ∪ forget: the whole training set the poisoned model saw (S_corr)."""
+        return torch.cat([self.x_retain, self.x_forget]), torch.cat([self.y_retain, self.y_forget])
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Compute allowance: ``fraction`` of ``retrain_cost`` example-passes (fraction in (0, 1])."""
+
+    fraction: float
+    retrain_cost: float
+
+    def __post_init__(self) -> None:
+        check_range("budget", self.fraction, low=0, high=1, low_open=True)
+        check_range("retrain_cost", self.retrain_cost, low=0, low_open=True)
+
+    @property
+    def limit(self) -> float:
+        return self.fraction * self.retrain_cost
+
+    def meter(self) -> ComputeMeter:
+        return ComputeMeter(self.limit)
+
+
+@dataclass
+class UnlearnResult:
+    model: nn.Module
+    compute_used: float  # example-passes actually consumed
+    info: dict[str, float] = field(default_factory=dict)  # e.g. epochs / steps run
+
+
+class MethodFn(Protocol):
+    def __call__(
+        self,
+        model: nn.Module,
+        splits: Splits,
+        cfg: Any,
+        budget: Budget,
+        ctx: RunContext,
+        on_epoch: EpochCallback | None = None,
+    ) -> UnlearnResult: ...
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method: its name, config class, algorithm and search space."""
+
+    name: str
+    Config: type
+    run: MethodFn
+    search_space: Callable[[Any], dict[str, Any]] | None
+    summary: str
+
+    def config(self, **params: Any) -> Any:
+        """The config from keyword parameters (unknown names raise `UsageError`)."""
+        from dataclasses import fields
+
+        from ..errors import UsageError
+
+        valid = {f.name for f in fields(self.Config)}
+        unknown = sorted(set(params) - valid)
+        if unknown:
+            raise UsageError(
+                f"unknown parameter(s) {', '.join(unknown)} for method {self.name!r}; valid: {', '.join(sorted(valid))}"
+            )
+        return self.Config(**params)
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def register_method(
+    name: str, config: type, search_space: Callable[[Any], dict[str, Any]] | None = None
+) -> Callable[[MethodFn], MethodFn]:
+    """Decorator registering ``fn`` as method ``name`` with its config class and search space."""
+
+    def deco(fn: MethodFn) -> MethodFn:
+        doc = (getattr(fn, "__module__", None) and __import__(fn.__module__, fromlist=["_"]).__doc__) or ""
+        METHODS.register(name)(Method(name, config, fn, search_space, doc.strip().splitlines()[0] if doc else name))
+        return fn
+
+    return deco
+
+
+# One import line per method module (each registers itself).
+from . import gd as _gd  # noqa: E402,F401
+from . import none as _none  # noqa: E402,F401
+from . import retrain as _retrain  # noqa: E402,F401
+
+__all__ = ["METHODS", "Budget", "EpochCallback", "Method", "Splits", "UnlearnResult", "register_method"]
