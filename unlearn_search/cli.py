@@ -34,7 +34,7 @@ def _add_scenario_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--dataset", default="digits", help="dataset name (default: digits)")
     s.add_argument("--model", default="mlp", help="mlp, cnn or timm:<architecture> (default: mlp)")
     s.add_argument("--attack", default="gaussian", help="poisoning attack (default: gaussian)")
-    s.add_argument("--poison-fraction", type=float, default=g.poison_fraction, help="fraction of training points poisoned")
+    s.add_argument("--poison-fraction", type=float, default=g.poison_fraction, help="fraction of training points")
     s.add_argument("--eps", type=float, default=g.eps, help="Gaussian noise standard deviation (raw [0,1] inputs)")
     s.add_argument("--epochs", type=int, default=t.epochs, help="training epochs of the reference recipe")
     s.add_argument("--batch-size", type=int, default=t.batch_size)

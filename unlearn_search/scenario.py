@@ -117,9 +117,9 @@ def train_references(scenario: Scenario, ctx: RunContext) -> dict[str, nn.Module
     """Train the poisoned model (on S_corr) and the retrained reference (on retain) with one recipe and seed."""
     cfg = scenario.config
     out: dict[str, nn.Module] = {}
+    every = max(cfg.train.epochs // 5, 1)  # progress: five lines per model
     for role, (x, y) in (("poisoned", scenario.corrupted), ("retrain", scenario.retain)):
         model = create_model(scenario.spec, seed=cfg.seed)
-        every = max(cfg.train.epochs // 5, 1)
 
         def on_epoch(epoch: int, loss: float, role: str = role) -> None:
             if (epoch + 1) % every == 0 or epoch + 1 == cfg.train.epochs:

@@ -68,6 +68,9 @@ def configure(experiment: str | None = None) -> None:
         MlflowClient().search_experiments(max_results=1)
     except Exception as e:  # MLflow raises many types here (connection, SQL, scheme); all mean "unusable"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        password = urlsplit(uri).password
+        if password:
+            first = first.replace(password, "***")
         raise UsageError(f"tracking URI {redact_uri(uri)!r} cannot be reached: {first[:200]}") from None
     finally:
         for k, v in saved.items():

@@ -41,13 +41,13 @@ class Poisoning:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        np.savez_compressed(
-            buf,
-            indices=self.indices.numpy(),
-            x_poison=self.x_poison.numpy(),
-            y_poison=self.y_poison.numpy(),
+        arrays: dict[str, np.ndarray] = {
+            "indices": self.indices.numpy(),
+            "x_poison": self.x_poison.numpy(),
+            "y_poison": self.y_poison.numpy(),
             **{f"arr_{k}": v.numpy() for k, v in self.arrays.items()},
-        )
+        }
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
         return buf.getvalue()
 
     @classmethod

@@ -33,10 +33,8 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> ModelSpec:
-        shape = d["input_shape"]
-        assert isinstance(shape, list | tuple)
-        return cls(name=str(d["name"]), input_shape=(int(shape[0]), int(shape[1]), int(shape[2])),
-                   n_classes=int(str(d["n_classes"])))
+        c, h, w = (int(v) for v in d["input_shape"])  # type: ignore[attr-defined]
+        return cls(name=str(d["name"]), input_shape=(c, h, w), n_classes=int(str(d["n_classes"])))
 
 
 def check_model_name(name: str) -> None:
