@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from unlearn_search import cli, store, tracking
 
-FAST = ["--epochs", "3"]
+FAST = ["--train-epochs", "3"]
 
 
 def _versions(role: str) -> list:

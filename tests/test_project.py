@@ -16,21 +16,31 @@ def _mlproject() -> dict:
     return yaml.safe_load((ROOT / "MLproject").read_text())
 
 
-def _cli_defaults(command: str) -> dict[str, object]:
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command").choices[command]  # type: ignore[union-attr]
-    return {a.dest: a.default for a in sub._actions if a.dest not in ("help", "experiment")}
+def test_mlproject_is_rendered_from_the_cli_and_registries():
+    from unlearn_search.project import render
+
+    assert (ROOT / "MLproject").read_text() == render(), "run: python -m unlearn_search.project > MLproject"
 
 
-def test_poison_entry_point_matches_the_cli():
-    mlp = _mlproject()
-    for entry in ("main", "poison"):
-        ep = mlp["entry_points"][entry]
-        defaults = _cli_defaults("poison")
-        assert set(ep["parameters"]) == set(defaults), entry
-        for name, spec in ep["parameters"].items():
-            assert str(spec["default"]) == str(defaults[name]), (entry, name)
-            assert f"--{name.replace('_', '-')} {{{name}}}" in ep["command"], (entry, name)
+def test_entry_points_are_the_registered_methods_plus_main_and_poison():
+    from unlearn_search.methods import METHODS
+
+    assert set(_mlproject()["entry_points"]) == {"main", "poison", *METHODS.names()}
+
+
+def test_method_entry_points_carry_every_config_field_with_its_default():
+    from dataclasses import fields
+
+    from unlearn_search.cli import format_default
+    from unlearn_search.methods import METHODS
+
+    eps = _mlproject()["entry_points"]
+    for name in METHODS.names():
+        params = eps[name]["parameters"]
+        assert f"--method {name} " in eps[name]["command"]
+        for f in fields(METHODS.get(name).Config):
+            assert str(params[f.name]["default"]) == format_default(f.default), (name, f.name)
+            assert f"--{f.name.replace('_', '-')} {{{f.name}}}" in eps[name]["command"]
 
 
 def test_readme_runs_the_same_test_command_as_ci():

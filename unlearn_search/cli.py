@@ -30,18 +30,18 @@ def _add_scenario_args(p: argparse.ArgumentParser) -> None:
     from .training import OPTIMIZERS, TrainConfig
 
     t, g = TrainConfig(), GaussianConfig()
-    s = p.add_argument_group("scenario")
+    s = p.add_argument_group("scenario (what is poisoned and how the references are trained)")
     s.add_argument("--dataset", default="digits", help="dataset name (default: digits)")
     s.add_argument("--model", default="mlp", help="mlp, cnn or timm:<architecture> (default: mlp)")
     s.add_argument("--attack", default="gaussian", help="poisoning attack (default: gaussian)")
     s.add_argument("--poison-fraction", type=float, default=g.poison_fraction, help="fraction of training points")
     s.add_argument("--eps", type=float, default=g.eps, help="Gaussian noise standard deviation (raw [0,1] inputs)")
-    s.add_argument("--epochs", type=int, default=t.epochs, help="training epochs of the reference recipe")
-    s.add_argument("--batch-size", type=int, default=t.batch_size)
-    s.add_argument("--optimizer", default=t.optimizer, help=f"one of {', '.join(OPTIMIZERS)}")
-    s.add_argument("--lr", type=float, default=t.lr)
-    s.add_argument("--momentum", type=float, default=t.momentum)
-    s.add_argument("--weight-decay", type=float, default=t.weight_decay)
+    s.add_argument("--train-epochs", type=int, default=t.epochs, help="epochs of the reference training recipe")
+    s.add_argument("--train-batch-size", type=int, default=t.batch_size)
+    s.add_argument("--train-optimizer", default=t.optimizer, help=f"one of {', '.join(OPTIMIZERS)}")
+    s.add_argument("--train-lr", type=float, default=t.lr)
+    s.add_argument("--train-momentum", type=float, default=t.momentum)
+    s.add_argument("--train-weight-decay", type=float, default=t.weight_decay)
     s.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: unlearn_search)")
@@ -51,19 +51,26 @@ def scenario_from_args(a: argparse.Namespace) -> Any:
     from .scenario import ScenarioConfig
     from .training import TrainConfig
 
-    train = TrainConfig(**{f.name: getattr(a, f.name) for f in fields(TrainConfig)})
+    train = TrainConfig(**{f.name: getattr(a, f"train_{f.name}") for f in fields(TrainConfig)})
     attack_params = {"poison_fraction": a.poison_fraction, "eps": a.eps}
     return ScenarioConfig(dataset=a.dataset, model=a.model, attack=a.attack, attack_params=attack_params,
                           train=train, seed=a.seed)
 
 
+def _prepare(a: argparse.Namespace) -> tuple[Any, Any]:
+    """Validate the scenario and pick the device before anything is written."""
+    from .context import RunContext, select_device
+
+    cfg = scenario_from_args(a)
+    ctx = RunContext(seed=cfg.seed, device=select_device(a.device))
+    return cfg, ctx
+
+
 def cmd_poison(a: argparse.Namespace) -> int:
     from . import tracking
-    from .context import RunContext, select_device
     from .store import ROLES, ensure_references
 
-    cfg = scenario_from_args(a)  # validates every parameter before anything is written
-    ctx = RunContext(seed=cfg.seed, device=select_device(a.device))
+    cfg, ctx = _prepare(a)
     tracking.configure(a.experiment)
     with tracking.run(f"poison-{cfg.hash[:8]}", tags={"entry_point": "poison", "scenario_hash": cfg.hash}):
         tracking.log_params(cfg.to_flat())
@@ -73,33 +80,173 @@ def cmd_poison(a: argparse.Namespace) -> int:
                            **{f"{r}_model": f"{v.name}/{v.version}" for r, v in refs.versions.items()}})
         for role in ROLES:
             tracking.log_metrics(refs.metrics[role], prefix=f"{role}.")
-    _print_references(refs)
+    _print_table(f"scenario {cfg.hash} ({'reused' if refs.reused else 'trained'})", refs.metrics)
     return 0
 
 
-def _print_references(refs: Any) -> None:
+def cmd_unlearn(a: argparse.Namespace) -> int:
+    import json
+
+    from . import tracking
+    from .methods import METHODS, Budget
+    from .store import ensure_references
+    from .unlearning import unlearn
+
+    method = METHODS.get(a.method)
+    cfg_params = {name: getattr(a, f"m_{name}") for name in method_params(method)}
+    mcfg = method.config(**cfg_params)
+    Budget(a.budget, 1.0)  # validates the fraction up front
+    _check_tolerance(a.utility_tolerance)
+    cfg, ctx = _prepare(a)
+    from .data import load_dataset
+    from .models import ModelSpec, create_model
+
+    data = load_dataset(cfg.dataset)
+    method.check(mcfg, create_model(ModelSpec(cfg.model, data.input_shape, data.n_classes), seed=0))
+    tracking.configure(a.experiment)
+    tags = {"entry_point": "unlearn", "method": method.name, "scenario_hash": cfg.hash}
+    with tracking.run(f"{method.name}-{cfg.hash[:8]}", tags=tags):
+        tracking.log_params({**cfg.to_flat(), "method": method.name, "budget": a.budget,
+                             "utility_tolerance": a.utility_tolerance,
+                             **{f"method.{k}": v for k, v in cfg_params.items()}})
+        tracking.set_tags({"device": str(ctx.device)})
+        refs = ensure_references(cfg, ctx)
+        retrain_scores = refs.scenario.attack.scores(refs.models["retrain"], refs.scenario.data,
+                                                     refs.scenario.poisoning, ctx)
+
+        def on_epoch(epoch: int, model: Any, values: dict[str, float]) -> None:
+            log.info("  %s epoch %d: %s", method.name, epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+            tracking.log_metrics(values, prefix="epoch.", step=epoch)
+
+        out = unlearn(method, mcfg, a.budget, refs.scenario, refs.models["poisoned"], refs.metrics,
+                      retrain_scores, ctx, on_epoch=on_epoch, utility_tolerance=a.utility_tolerance)
+        tracking.log_metrics(out.metrics)
+        for role in ("poisoned", "retrain"):
+            tracking.log_metrics(refs.metrics[role], prefix=f"{role}.")
+        removed = bool(out.metrics["poison_removed"])
+        tracking.set_tags({"poison_removed": str(removed).lower()})
+        if a.register:
+            src = refs.versions["poisoned"]
+            mv = tracking.log_model(out.model, refs.scenario.spec, method.name, input_example=refs.scenario.data.x_test[:2],
+                                    tags={"scenario_hash": cfg.hash, "method": method.name,
+                                          "source_model": f"{src.name}/{src.version}",
+                                          "retrain_model": f"{refs.versions['retrain'].name}/{refs.versions['retrain'].version}",
+                                          "budget": str(a.budget), "config": json.dumps(cfg_params, default=str)})
+            log.info("registered %s v%s", mv.name, mv.version)
+    table = {"poisoned": refs.metrics["poisoned"], method.name: out.metrics, "retrain": refs.metrics["retrain"]}
+    _print_table(f"{method.name} on scenario {cfg.hash}, budget {a.budget:g}", table)
+    key = refs.scenario.attack.removal_metric
+    print(f"removal {out.metrics['removal']:.3f} ({key}: poisoned {refs.metrics['poisoned'][key]:.3g}, "
+          f"unlearned {out.metrics[key]:.3g}, retrain {refs.metrics['retrain'][key]:.3g}); "
+          f"poison {'removed' if removed else 'NOT removed'} (paired one-sided t-test vs retrain, "
+          f"p = {out.metrics['removal_pvalue']:.3g})")
+    return 0
+
+
+def _check_tolerance(value: float) -> None:
+    from .errors import check_range
+
+    check_range("utility_tolerance", value, low=0, high=1)
+
+
+def _print_table(title: str, columns: dict[str, dict[str, float]]) -> None:
     keys = ["test_acc", "retain_acc", "forget_acc", "gus", "gus_z", "gus_pvalue", "gus_tpr_at_1fpr", "gus_auc",
-            "mia_auc"]
-    lines = [f"{'metric':<16}" + "".join(f"{r:>12}" for r in refs.metrics)]
+            "mia_auc", "mia_tpr_at_1fpr", "budget_used", "removal"]
+    lines = [f"{'metric':<16}" + "".join(f"{r:>14}" for r in columns)]
     for k in keys:
-        if all(k in m for m in refs.metrics.values()):
-            lines.append(f"{k:<16}" + "".join(f"{m[k]:>12.4g}" for m in refs.metrics.values()))
-    state = "reused" if refs.reused else "trained"
-    print(f"scenario {refs.scenario.config.hash} ({state}):\n" + "\n".join(lines))
+        if any(k in m for m in columns.values()):
+            lines.append(f"{k:<16}" + "".join(f"{m[k]:>14.4g}" if k in m else f"{'-':>14}" for m in columns.values()))
+    print(f"{title}:\n" + "\n".join(lines))
 
 
-def build_parser() -> argparse.ArgumentParser:
+# --- method parameters as command-line options -------------------------------------------------------------------
+
+
+def method_params(method: Any) -> dict[str, tuple[Any, Any]]:
+    """name -> (parser type, default) for each field of the method's config."""
+    import typing
+
+    hints = typing.get_type_hints(method.Config)
+    out: dict[str, tuple[Any, Any]] = {}
+    for f in fields(method.Config):
+        out[f.name] = (_parser_type(hints[f.name]), f.default)
+    return out
+
+
+def _parse_bool(v: str) -> bool:
+    if v.lower() in ("1", "true", "yes"):
+        return True
+    if v.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid bool {v!r}; valid: true, false")
+
+
+def _parse_int_tuple(v: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in v.split(",") if x.strip() and x.strip().lower() != "none")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid list {v!r}; valid: comma-separated integers or none") from None
+
+
+def _parser_type(hint: Any) -> Any:
+    if hint is bool:
+        return _parse_bool
+    if hint in (int, float, str):
+        return hint
+    if getattr(hint, "__origin__", None) is tuple:
+        return _parse_int_tuple
+    raise TypeError(f"unsupported config field type {hint!r}")
+
+
+def format_default(value: Any) -> str:
+    """A config default as the command line (and MLproject) spells it."""
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value) or "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _method_from_argv(argv: Sequence[str]) -> str | None:
+    for i, tok in enumerate(argv):
+        if tok == "--method" and i + 1 < len(argv):
+            return argv[i + 1]
+        if tok.startswith("--method="):
+            return tok.split("=", 1)[1]
+    return None
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser; ``argv`` lets ``unlearn --method X`` add method X's own options (and show them in --help)."""
+    from .methods import METHODS
+
     p = _Parser(prog="unlearn_search", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     poison = sub.add_parser("poison", help="build a scenario: train and register the poisoned and retrained models")
     _add_scenario_args(poison)
     poison.set_defaults(func=cmd_poison)
+
+    un = sub.add_parser("unlearn", help="run one unlearning method on a scenario and judge it against retraining")
+    un.add_argument("--method", required=True, choices=METHODS.names(), help="unlearning method")
+    un.add_argument("--budget", type=float, default=0.1, help="compute budget, fraction of retraining (0, 1]")
+    un.add_argument("--utility-tolerance", type=float, default=0.02,
+                    help="largest test-accuracy drop from the poisoned model that still counts as utility kept")
+    un.add_argument("--register", type=_parse_bool, default=True, help="register the unlearned model (true/false)")
+    _add_scenario_args(un)
+    name = _method_from_argv(argv)
+    if name in METHODS:
+        g = un.add_argument_group(f"{name} parameters")
+        for field_name, (typ, default) in method_params(METHODS.get(name)).items():
+            g.add_argument(f"--{field_name.replace('_', '-')}", dest=f"m_{field_name}", type=typ, default=default,
+                           help=f"default: {format_default(default)}")
+    un.set_defaults(func=cmd_unlearn)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("alembic", "mlflow.store", "urllib3"):

@@ -85,6 +85,11 @@ class Attack(ABC):
     def evaluate(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> dict[str, float]:
         """The attack's own metrics on ``model`` (e.g. GUS)."""
 
+    @abstractmethod
+    def scores(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> np.ndarray:
+        """Per-unit evidence of the poison (per poison or per target), larger = more poisoned; paired across
+        models, so the verdict can test an unlearned model against the retrained one unit by unit."""
+
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -64,7 +65,7 @@ class GaussianPoisoning(Attack):
         i_indep = gus_statistic(grads, poisoning.arrays["indep_noise"], self.cfg.eps)
         return gus_summary(i_poison, i_indep)
 
-    def statistics(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> torch.Tensor:
-        """Per-poison I_z (for plots of its distribution against N(0, 1))."""
+    def scores(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> np.ndarray:
+        """Per-poison I_z, in poison order (also what the I_z distribution plots show)."""
         grads = input_gradients(model, data.x_train[poisoning.indices], data.y_train[poisoning.indices], ctx.device)
-        return gus_statistic(grads, poisoning.arrays["noise"], self.cfg.eps)
+        return gus_statistic(grads, poisoning.arrays["noise"], self.cfg.eps).numpy()

@@ -102,6 +102,9 @@ class Method:
     run: MethodFn
     search_space: Callable[[Any], dict[str, Any]] | None
     summary: str
+    #: Checks a config against the model it will run on (e.g. EU-k's k against the model's depth) before any work
+    #: starts, raising `UsageError`; called by the entry points on an untrained model of the scenario's architecture.
+    check: Callable[[Any, nn.Module], None] = lambda cfg, model: None
 
     def config(self, **params: Any) -> Any:
         """The config from keyword parameters (unknown names raise `UsageError`)."""
@@ -122,13 +125,21 @@ METHODS: Registry[Method] = Registry("method")
 
 
 def register_method(
-    name: str, config: type, search_space: Callable[[Any], dict[str, Any]] | None = None
+    name: str,
+    config: type,
+    search_space: Callable[[Any], dict[str, Any]] | None = None,
+    check: Callable[[Any, nn.Module], None] | None = None,
 ) -> Callable[[MethodFn], MethodFn]:
-    """Decorator registering ``fn`` as method ``name`` with its config class and search space."""
+    """Decorator registering ``fn`` as method ``name`` with its config class, search space and model check."""
 
     def deco(fn: MethodFn) -> MethodFn:
-        doc = (getattr(fn, "__module__", None) and __import__(fn.__module__, fromlist=["_"]).__doc__) or ""
-        METHODS.register(name)(Method(name, config, fn, search_space, doc.strip().splitlines()[0] if doc else name))
+        import sys
+
+        doc = (sys.modules[fn.__module__].__doc__ or name).strip().splitlines()[0]
+        method = Method(name, config, fn, search_space, doc)
+        if check is not None:
+            method = Method(name, config, fn, search_space, doc, check)
+        METHODS.register(name)(method)
         return fn
 
     return deco
@@ -138,5 +149,7 @@ def register_method(
 from . import gd as _gd  # noqa: E402,F401
 from . import none as _none  # noqa: E402,F401
 from . import retrain as _retrain  # noqa: E402,F401
+from . import scrub as _scrub  # noqa: E402,F401
+from . import ssd as _ssd  # noqa: E402,F401
 
 __all__ = ["METHODS", "Budget", "EpochCallback", "Method", "Splits", "UnlearnResult", "register_method"]

@@ -1,0 +1,163 @@
+"""SSD: Selective Synaptic Dampening (Foster et al. 2024), a one-shot, retraining-free edit of the weights.
+
+Algorithm (PAPER.md section 4, REFERENCES.md):
+
+1. diagonal importances, with the model in eval mode: for a set D split into batches B_1..B_m,
+   ``imp_D = (1/m) * sum_j (grad_theta mean_{i in B_j} CE(f(x_i), y_i))**2`` (elementwise), i.e. the mean over
+   batches of the *squared batch-mean* gradient;
+2. ``full`` importance on the whole training set the poisoned model saw, retain ∪ forget (``splits.full()``),
+   NOT the retain set alone (a bug that re-implementations shipped); ``forget`` importance on the forget set;
+3. every parameter element with ``forget > alpha * full`` is multiplied by
+   ``min(dampening * full / forget, 1)`` (exponent 1); every other element is left bit-identical.
+
+The statistic depends on ``batch_size``: squared batch means shrink roughly like 1/batch_size for the
+noise part of the gradient, and both sets are batched with the same size, so ``alpha`` and ``dampening``
+found for one batch size do not transfer to another. Batches are drawn shuffled (seeded from the run
+context), so the full-set batches mix retain and forget examples as a shuffled training loader would.
+
+Reference defaults (if-loops/selective-synaptic-dampening, ResNet): ``alpha`` ("selection weighting") = 10,
+``dampening`` (λ, "dampening constant") = 1; the authors found both by an offline TPE search over
+alpha ∈ [0.1, 100], λ ∈ [0.1, 5] and report them sensitive, which is the search space here.
+``batch_size`` = 64 is this project's training batch size (the reference's value is not in REFERENCES.md).
+
+Compute: each importance pass is a forward+backward per example, so SSD costs ``n_full + n_forget`` units
+(n_full = n_retain + n_forget). SSD is not iterative and a partial importance pass would be a different
+estimator, so when the budget cannot afford both passes it does nothing: it returns the unchanged copy with
+``compute_used = 0`` and ``info["skipped"] = 1`` (and never calls ``on_epoch``). Otherwise it is one "epoch":
+``on_epoch(0, model, ...)`` is called once, after dampening.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..compute import ComputeMeter
+from ..context import RunContext
+from ..errors import check_range
+from ..training import iterate_batches
+from . import Budget, EpochCallback, Splits, UnlearnResult, register_method
+from ._loop import trainable, working_copy
+
+#: Generator offsets (``ctx.generator(offset=...)``) of the batch shuffles of the two importance passes.
+FULL_OFFSET = 31
+FORGET_OFFSET = 32
+
+
+@dataclass(frozen=True)
+class SSDConfig:
+    """SSD hyperparameters.
+
+    ``alpha``: selection weighting (select where forget importance > alpha x full importance);
+    ``dampening``: λ, the dampening constant (factor min(λ·full/forget, 1));
+    ``batch_size``: batch size of both importance passes (the statistic depends on it, see module docstring).
+    """
+
+    alpha: float = 10.0
+    dampening: float = 1.0
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        check_range("alpha", self.alpha, low=0, low_open=True)
+        check_range("dampening", self.dampening, low=0, low_open=True)
+        check_range("batch_size", self.batch_size, low=1)
+
+
+def search_space(trial: Any) -> dict[str, Any]:
+    return {
+        "alpha": trial.suggest_float("alpha", 0.1, 100.0, log=True),
+        "dampening": trial.suggest_float("dampening", 0.1, 5.0),
+    }
+
+
+def importance(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    gen: torch.Generator,
+    meter: ComputeMeter | None = None,
+) -> tuple[list[torch.Tensor], float]:
+    """Diagonal importance of ``trainable(model)`` on ``(x, y)``: mean of squared batch-mean gradients.
+
+    The loss is the batch-mean cross-entropy; batches come from ``iterate_batches(len(x), batch_size, gen)``.
+    The model is evaluated in eval mode (its mode is restored afterwards); its ``.grad`` fields are untouched.
+    Each batch is charged to ``meter`` (1 unit per example) before it runs.
+    Returns (importances aligned with ``trainable(model)``, mean batch loss).
+    """
+    params = trainable(model)
+    imps = [torch.zeros_like(p) for p in params]
+    was_training = model.training
+    model.eval()
+    total: torch.Tensor | float = 0.0
+    batches = 0
+    try:
+        for idx in iterate_batches(len(x), batch_size, gen):
+            if meter is not None:
+                meter.charge_train(len(idx))
+            idx = idx.to(x.device)
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            for imp, g in zip(imps, grads, strict=True):
+                if g is not None:
+                    imp.add_(g.square())
+            total = total + loss.detach()
+            batches += 1
+    finally:
+        model.train(was_training)
+    for imp in imps:
+        imp.div_(max(batches, 1))
+    return imps, float(total) / max(batches, 1)
+
+
+@torch.no_grad()
+def dampen(
+    params: list[nn.Parameter],
+    full: list[torch.Tensor],
+    forget: list[torch.Tensor],
+    alpha: float,
+    dampening: float,
+) -> int:
+    """In place ``p *= min(dampening * full / forget, 1)`` where ``forget > alpha * full``.
+
+    Returns the number of selected elements.
+    """
+    selected = 0
+    for p, f_full, f_forget in zip(params, full, forget, strict=True):
+        mask = f_forget > alpha * f_full  # implies f_forget > 0: no division by zero below
+        factor = (dampening * f_full[mask] / f_forget[mask]).clamp(max=1.0)
+        p[mask] = p[mask] * factor
+        selected += int(mask.sum())
+    return selected
+
+
+@register_method("ssd", SSDConfig, search_space)
+def ssd(
+    model: nn.Module,
+    splits: Splits,
+    cfg: SSDConfig,
+    budget: Budget,
+    ctx: RunContext,
+    on_epoch: EpochCallback | None = None,
+) -> UnlearnResult:
+    work = working_copy(model, ctx).eval()
+    meter = budget.meter()
+    n_full = splits.n_retain + splits.n_forget
+    if not meter.can_afford(n_full + splits.n_forget):
+        return UnlearnResult(work, 0.0, {"epochs": 0.0, "skipped": 1.0, "selected": 0.0})
+
+    x_full, y_full = (t.to(ctx.device) for t in splits.full())
+    x_f, y_f = splits.x_forget.to(ctx.device), splits.y_forget.to(ctx.device)
+    bs = cfg.batch_size
+    full_imp, full_loss = importance(work, x_full, y_full, bs, ctx.generator(offset=FULL_OFFSET), meter)
+    forget_imp, forget_loss = importance(work, x_f, y_f, bs, ctx.generator(offset=FORGET_OFFSET), meter)
+    params = trainable(work)
+    selected = dampen(params, full_imp, forget_imp, cfg.alpha, cfg.dampening)
+    fraction = selected / max(sum(p.numel() for p in params), 1)
+    if on_epoch is not None:
+        on_epoch(0, work, {"loss": full_loss, "forget_loss": forget_loss, "selected_fraction": fraction})
+    info = {"epochs": 1.0, "skipped": 0.0, "selected": float(selected), "selected_fraction": fraction}
+    return UnlearnResult(work, meter.used, info)

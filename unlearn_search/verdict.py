@@ -1,0 +1,50 @@
+"""Poison removal and the verdict (PAPER.md section 5), as pure functions.
+
+``removal`` puts the unlearned model on the line from the poisoned model (0) to the retrained one (1) on the
+attack's metric. ``poison_removed`` is the verdict: a paired one-sided t-test of the per-poison scores (for
+Gaussian poisoning, I_z on the same poisons and the same noise) of the unlearned model against the retrained one,
+H1: the unlearned model's scores are larger (the poison is still detectable). The poison counts as removed only if
+that test does not reject at ``level`` *and* test accuracy stays within ``utility_tolerance`` of the poisoned
+model's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+#: Significance level of the verdict's test (README: "Verdict").
+LEVEL = 0.05
+#: Largest test-accuracy drop (absolute) from the poisoned model that still counts as "utility kept".
+UTILITY_TOLERANCE = 0.02
+
+
+def removal(poisoned: float, retrain: float, unlearned: float) -> float:
+    """(m_p - m_u) / (m_p - m_r): 0 = no change from the poisoned model, 1 = as good as retraining."""
+    gap = poisoned - retrain
+    if not math.isfinite(gap) or abs(gap) < 1e-12:
+        return float("nan")
+    return (poisoned - unlearned) / gap
+
+
+def residual_pvalue(scores_unlearned: np.ndarray, scores_retrain: np.ndarray) -> float:
+    """One-sided paired t-test p-value for 'unlearned scores exceed retrained scores' (same poisons, same order)."""
+    u, r = np.asarray(scores_unlearned, float), np.asarray(scores_retrain, float)
+    if u.shape != r.shape or len(u) < 2:
+        raise ValueError("paired scores of equal length >= 2 expected")
+    d = u - r
+    if np.allclose(d, d[0]):  # no variance: the models agree exactly (or differ by a constant)
+        return 1.0 if d[0] <= 0 else 0.0
+    return float(stats.ttest_rel(u, r, alternative="greater").pvalue)
+
+
+def poison_removed(
+    pvalue: float,
+    test_acc_unlearned: float,
+    test_acc_poisoned: float,
+    level: float = LEVEL,
+    utility_tolerance: float = UTILITY_TOLERANCE,
+) -> bool:
+    return pvalue >= level and test_acc_unlearned >= test_acc_poisoned - utility_tolerance
