@@ -77,7 +77,7 @@ def cmd_poison(a: argparse.Namespace) -> int:
         tracking.set_tags({"device": str(ctx.device)})
         refs = ensure_references(cfg, ctx)
         tracking.set_tags({"reused": str(refs.reused).lower(), "scenario_run_id": refs.scenario_run_id,
-                           **{f"{r}_model": f"{v.name}/{v.version}" for r, v in refs.versions.items()}})
+                           **{f"{r}_model": str(v) for r, v in refs.versions.items()}})
         for role in ROLES:
             tracking.log_metrics(refs.metrics[role], prefix=f"{role}.")
     _print_table(f"scenario {cfg.hash} ({'reused' if refs.reused else 'trained'})", refs.metrics)
@@ -126,12 +126,12 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
         removed = bool(out.metrics["poison_removed"])
         tracking.set_tags({"poison_removed": str(removed).lower()})
         if a.register:
-            src = refs.versions["poisoned"]
-            mv = tracking.log_model(out.model, refs.scenario.spec, method.name, input_example=refs.scenario.data.x_test[:2],
-                                    tags={"scenario_hash": cfg.hash, "method": method.name,
-                                          "source_model": f"{src.name}/{src.version}",
-                                          "retrain_model": f"{refs.versions['retrain'].name}/{refs.versions['retrain'].version}",
-                                          "budget": str(a.budget), "config": json.dumps(cfg_params, default=str)})
+            src, ret = refs.versions["poisoned"], refs.versions["retrain"]
+            lineage = {"scenario_hash": cfg.hash, "method": method.name, "source_model": str(src),
+                       "retrain_model": str(ret), "budget": str(a.budget),
+                       "config": json.dumps(cfg_params, default=str)}
+            mv = tracking.log_model(out.model, refs.scenario.spec, method.name,
+                                    input_example=refs.scenario.data.x_test[:2], tags=lineage)
             log.info("registered %s v%s", mv.name, mv.version)
     table = {"poisoned": refs.metrics["poisoned"], method.name: out.metrics, "retrain": refs.metrics["retrain"]}
     _print_table(f"{method.name} on scenario {cfg.hash}, budget {a.budget:g}", table)
@@ -235,7 +235,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     un.add_argument("--register", type=_parse_bool, default=True, help="register the unlearned model (true/false)")
     _add_scenario_args(un)
     name = _method_from_argv(argv)
-    if name in METHODS:
+    if name is not None and name in METHODS:
         g = un.add_argument_group(f"{name} parameters")
         for field_name, (typ, default) in method_params(METHODS.get(name)).items():
             g.add_argument(f"--{field_name.replace('_', '-')}", dest=f"m_{field_name}", type=typ, default=default,

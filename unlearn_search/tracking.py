@@ -219,3 +219,28 @@ class VersionRef:
     @property
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
+
+    def __str__(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+def log_figures(name: str, figures: tuple[Any, Any]) -> None:
+    """Log a (matplotlib, plotly) pair as ``plots/<name>.png`` and ``plots/<name>.html``."""
+    import matplotlib.pyplot as plt
+
+    mpl, ply = figures
+    mlflow.log_figure(mpl, f"plots/{name}.png")
+    plt.close(mpl)
+    mlflow.log_figure(ply, f"plots/{name}.html")
+
+
+def set_alias(role: str, alias: str, version: str) -> None:
+    MlflowClient().set_registered_model_alias(registered_name(role), alias, version)
+
+
+def end_run(status: str = "FINISHED") -> None:
+    mlflow.end_run(status=status)
+
+
+def start_nested(name: str, tags: dict[str, str]) -> None:
+    mlflow.start_run(run_name=name, nested=True, tags=tags)

@@ -146,7 +146,12 @@ def register_method(
 
 
 # One import line per method module (each registers itself).
+from . import cf_k as _cf_k  # noqa: E402,F401
+from . import eu_k as _eu_k  # noqa: E402,F401
+from . import ga as _ga  # noqa: E402,F401
 from . import gd as _gd  # noqa: E402,F401
+from . import neggrad_plus as _neggrad_plus  # noqa: E402,F401
+from . import ngd as _ngd  # noqa: E402,F401
 from . import none as _none  # noqa: E402,F401
 from . import retrain as _retrain  # noqa: E402,F401
 from . import scrub as _scrub  # noqa: E402,F401

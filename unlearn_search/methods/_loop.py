@@ -60,3 +60,55 @@ def reinitialise(module: nn.Module, seed: int) -> None:
             reset = getattr(m, "reset_parameters", None)
             if callable(reset):
                 reset()
+
+
+def last_k_blocks(model: nn.Module, k: int) -> list[nn.Module]:
+    """The last ``k`` of `model_blocks(model)` (EU-k, CF-k); `UsageError` naming k unless 1 <= k <= blocks."""
+    from ..errors import UsageError
+    from ..models import model_blocks
+
+    blocks = model_blocks(model)
+    n = len(blocks)
+    if not 1 <= k <= n:
+        raise UsageError(f"k={k!r} is out of range for a model with {n} blocks; valid: 1..{n}")
+    return blocks[n - k:]
+
+
+class OnlyLastKTrainable:
+    """``with OnlyLastKTrainable(model, k) as last:`` only the last ``k`` blocks of ``model`` train.
+
+    Shared by EU-k and CF-k. ``k`` is validated on construction (`last_k_blocks`), before anything changes.
+    Inside the block every parameter outside the last k blocks has ``requires_grad=False``, so `trainable`
+    (and an optimizer built on it, with its weight decay and momentum) never sees it, and the last k blocks'
+    parameters have ``requires_grad=True``. The frozen blocks are also put in eval mode before each of their
+    forwards, so their BatchNorm running statistics stay put and their dropout is off: the frozen part is a
+    fixed feature extractor, bit-identical in its whole state. On exit the original ``requires_grad`` flags
+    are restored and the hooks removed, so the model trains like any other afterwards.
+    """
+
+    def __init__(self, model: nn.Module, k: int) -> None:
+        from ..models import model_blocks
+
+        self.last = last_k_blocks(model, k)
+        last_ids = {id(b) for b in self.last}
+        self.frozen = [b for b in model_blocks(model) if id(b) not in last_ids]
+        self.keep = {id(p) for b in self.last for p in b.parameters()}
+        self.flags = [(p, p.requires_grad) for p in model.parameters()]
+        self.hooks: list[torch.utils.hooks.RemovableHandle] = []
+
+    def __enter__(self) -> list[nn.Module]:
+        for p, _ in self.flags:
+            p.requires_grad_(id(p) in self.keep)
+        self.hooks = [b.register_forward_pre_hook(_hold_eval) for b in self.frozen]
+        return self.last
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self.hooks:
+            h.remove()
+        self.hooks = []
+        for p, flag in self.flags:
+            p.requires_grad_(flag)
+
+
+def _hold_eval(module: nn.Module, args: object) -> None:
+    module.eval()

@@ -1,0 +1,92 @@
+"""EU-k: re-initialise the last k blocks, freeze the rest, train them on the retain set (PAPER.md 4).
+
+Algorithm: on a working copy, the last ``k`` blocks of `model_blocks` (input to output order) get fresh
+random weights (`reinitialise`, seeded from the run context, drawn on the CPU so the same seed gives the
+same weights on any device), every other parameter is frozen (``requires_grad=False``; frozen blocks also
+stay in eval mode, see `OnlyLastKTrainable`), and the last k blocks are trained by cross-entropy descent on
+the retain set (`descend`, whose optimizer covers `trainable(model)` only, so weight decay and momentum
+cannot move frozen parameters). The returned model has its ``requires_grad`` flags restored (all True for a
+normally built model).
+
+Reference defaults (SCRUB code / CMU benchmark, REFERENCES.md): k = 1 (the last block), trained with the
+full recipe: SGD lr 0.01, momentum 0.9, weight decay 5e-4, 10 epochs, batch 64. ``k`` is checked against
+the model's depth when the method runs (`UsageError` unless 1 <= k <= number of blocks), before any
+training. Compute: each retain example costs 1 unit although the frozen blocks need no backward (an upper
+bound, the same as GD's). Search space: k in 1..3 (the depth of our MLP and CNN; a timm ResNet has 7 blocks,
+so a search on it would need the range widened) and a log-uniform lr; epochs 0 (the budget decides).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from ..context import RunContext
+from ..errors import check_range
+from . import Budget, EpochCallback, Splits, UnlearnResult, register_method
+from ._loop import OnlyLastKTrainable, last_k_blocks, reinitialise, working_copy
+from .gd import descend, validate_sgd_fields
+
+#: ``ctx.child(REINIT_SEED_OFFSET).seed`` seeds the fresh weights (descend shuffles with ``generator(2)``).
+REINIT_SEED_OFFSET = 11
+
+
+@dataclass(frozen=True)
+class EUkConfig:
+    k: int = 1
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    epochs: int = 10
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        check_range("k", self.k, low=1)  # the upper end (the model's depth) is checked when the method runs
+        validate_sgd_fields(self)
+
+
+def search_space(trial: Any) -> dict[str, Any]:
+    """k in 1..3: the depth of our MLP and CNN (see the module docstring)."""
+    return {
+        "k": trial.suggest_int("k", 1, 3),
+        "lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True),
+        "epochs": 0,  # the searched budget decides how long it runs
+    }
+
+
+def reinitialise_blocks(blocks: list[nn.Module], seed: int) -> None:
+    """Fresh weights for ``blocks`` from one seeded stream, drawn on the CPU, then moved back."""
+    holder = nn.ModuleList(blocks)  # shares the modules: one RNG stream over all k blocks, in order
+    first = next(holder.parameters(), None)
+    if first is None:
+        return
+    device = first.device
+    holder.cpu()
+    reinitialise(holder, seed)
+    holder.to(device)
+
+
+def check_k(cfg: EUkConfig, model: nn.Module) -> None:
+    """k must name existing blocks of the model (raises `UsageError` with the valid range)."""
+    last_k_blocks(model, cfg.k)
+
+
+@register_method("eu_k", EUkConfig, search_space, check=check_k)
+def eu_k(
+    model: nn.Module,
+    splits: Splits,
+    cfg: EUkConfig,
+    budget: Budget,
+    ctx: RunContext,
+    on_epoch: EpochCallback | None = None,
+) -> UnlearnResult:
+    work = working_copy(model, ctx)
+    freeze = OnlyLastKTrainable(work, cfg.k)  # raises UsageError for k beyond the model's depth
+    with freeze as last:
+        reinitialise_blocks(last, ctx.child(REINIT_SEED_OFFSET).seed)
+        result = descend(work, splits, cfg, budget, ctx, on_epoch)
+    result.info["k"] = float(cfg.k)
+    return result
