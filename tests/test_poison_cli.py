@@ -73,7 +73,7 @@ def test_poison_registers_both_references_then_reuses_them(mlflow_store, monkeyp
         (["--poison-fraction", "1.5"], "poison_fraction=1.5 is out of range; valid: (0, 1)"),
         (["--eps", "0"], "eps=0.0 is out of range; valid: (0, inf)"),
         (["--eps", "-1"], "eps=-1.0 is out of range"),
-        (["--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'; valid: adam, sgd"),
+        (["--train-optimizer", "lbfgs"], "unknown optimizer 'lbfgs'; valid: adam, sgd"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(mlflow_store, capsys, argv, needle):

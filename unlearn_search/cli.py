@@ -143,6 +143,19 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(a: argparse.Namespace) -> int:
+    from .search import TuneConfig, connect_storage
+    from .tune import run_tune
+
+    seed = a.seed if a.sampler_seed < 0 else a.sampler_seed
+    tc = TuneConfig(method=a.method, n_trials=a.n_trials, timeout=a.timeout, budget_max=a.budget_max, seed=seed,
+                    storage=a.storage, study_name=a.study_name, utility_tolerance=a.utility_tolerance, mode=a.mode)
+    cfg, ctx = _prepare(a)
+    connect_storage(tc.storage)  # before any MLflow run exists, so a bad URL creates nothing
+    run_tune(tc, cfg, ctx, a.experiment)
+    return 0
+
+
 def _check_tolerance(value: float) -> None:
     from .errors import check_range
 
@@ -241,6 +254,23 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
             g.add_argument(f"--{field_name.replace('_', '-')}", dest=f"m_{field_name}", type=typ, default=default,
                            help=f"default: {format_default(default)}")
     un.set_defaults(func=cmd_unlearn)
+
+    tu = sub.add_parser("tune", help="Optuna search of a method's hyperparameters and budget for best-case removal")
+    tu.add_argument("--method", required=True, choices=METHODS.names(), help="unlearning method to tune")
+    tu.add_argument("--n-trials", type=int, default=20, help="trials to add to the study in this run")
+    tu.add_argument("--timeout", type=float, default=0.0, help="stop adding trials after this many seconds (0: none)")
+    tu.add_argument("--budget-max", type=float, default=0.1,
+                    help="largest budget a trial may draw (fraction of retraining)")
+    tu.add_argument("--storage", default="sqlite:///optuna.db",
+                    help="Optuna storage URL shared by all workers; $VARS are expanded from the environment")
+    tu.add_argument("--study-name", default="", help="default: <method>-<scenario hash>")
+    tu.add_argument("--sampler-seed", type=int, default=-1,
+                    help="seed of Optuna's sampler (-1: use --seed); give each parallel worker its own")
+    tu.add_argument("--utility-tolerance", type=float, default=0.02,
+                    help="a trial is infeasible if test accuracy drops more than this below the poisoned model's")
+    tu.add_argument("--mode", default="single", help="single (max removal) or pareto (removal vs compute)")
+    _add_scenario_args(tu)
+    tu.set_defaults(func=cmd_tune)
     return p
 
 
@@ -251,11 +281,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("alembic", "mlflow.store", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own per-trial progress line replaces Optuna's
     try:
         return int(args.func(args))
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        from .unlearning import Diverged
+
+        if isinstance(e, Diverged):  # a legitimate outcome of an aggressive setting, not a crash
+            print(f"error: {e}; try a smaller lr or budget", file=sys.stderr)
+            return 1
+        raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -30,18 +30,25 @@ def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 def _subparser(command: str, argv: list[str]) -> argparse.ArgumentParser:
     parser = build_parser(argv)
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return sub.choices[command]  # type: ignore[no-any-return]
+    return sub.choices[command]
 
 
-def _entry(name: str, comment: str, command: str, argv: list[str], fixed: str = "") -> str:
-    opts = _options(_subparser(command, argv))
+def _entry(name: str, comment: str, command: str, argv: list[str], fixed: str = "", required: str = "") -> str:
+    """One entry point: every option of ``command`` becomes a parameter (``required`` names one without default)."""
+    parser = _subparser(command, argv)
+    opts = _options(parser)
+    if required:
+        opts = [a for a in parser._actions if a.dest == required] + opts
     lines = [f"  # {comment}", f"  {name}:", "    parameters:"]
     parts = [f"python -m unlearn_search {command}{fixed}"]
     for a in opts:
         param = a.dest[2:] if a.dest.startswith("m_") else a.dest
         kind = "float" if a.type is float else "string"
-        default: Any = format_default(a.default)
-        lines.append(f"      {param}: {{type: {kind}, default: {default!r}}}".replace("'", '"'))
+        if a.dest == required:
+            lines.append(f"      {param}: {{type: {kind}}}")
+        else:
+            default: Any = format_default(a.default)
+            lines.append(f"      {param}: {{type: {kind}, default: {default!r}}}".replace("'", '"'))
         parts.append(f"{a.option_strings[0]} {{{param}}}")
     lines.append("    command: >-")
     line = "      "
@@ -63,6 +70,8 @@ def render() -> str:
         _entry("poison", "Build a scenario: poisons, the poisoned and retrained models, their scores, the registry.",
                "poison", ["poison"]),
     ]
+    entries.append(_entry("tune", "Optuna search of one method's hyperparameters and budget (-P method=<name>).",
+                          "tune", ["tune"], required="method"))
     for name in METHODS.names():
         method = METHODS.get(name)
         entries.append(_entry(name, f"Unlearning: {method.summary}", "unlearn", ["unlearn", "--method", name],

@@ -92,7 +92,11 @@ def run(name: str, tags: dict[str, str] | None = None, nested: bool = False) -> 
 
 
 def log_params(params: dict[str, Any]) -> None:
-    mlflow.log_params({k: v for k, v in params.items()})
+    """Log params, skipping keys the run already has: under ``mlflow run`` MLflow itself logs each ``-P`` value as
+    the user spelled it (``.1`` for 0.1), and MLflow refuses to change a logged param."""
+    run = mlflow.active_run()
+    existing = MlflowClient().get_run(run.info.run_id).data.params if run is not None else {}
+    mlflow.log_params({k: v for k, v in params.items() if k not in existing})
 
 
 def log_metrics(metrics: dict[str, float], prefix: str = "", step: int | None = None) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from . import verdict
@@ -24,6 +25,10 @@ def splits_of(scenario: Scenario) -> Splits:
     xf, yf = scenario.forget
     xr, yr = scenario.retain
     return Splits(x_forget=xf, y_forget=yf, x_retain=xr, y_retain=yr)
+
+
+class Diverged(RuntimeError):
+    """The method left non-finite weights (gradient ascent often does); there is no model to judge."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,9 @@ def unlearn(
     start = time.perf_counter()
     result = method.run(poisoned, splits_of(scenario), cfg, budget, ctx, on_epoch=on_epoch)
     wall = time.perf_counter() - start
+    finite = all(bool(torch.isfinite(p).all()) for p in result.model.parameters())
+    if result.info.get("diverged") or not finite:
+        raise Diverged(f"{method.name} diverged (non-finite weights) after {result.compute_used:.0f} example-passes")
     metrics, scores = judge(result.model, scenario, reference_metrics, retrain_scores, ctx, utility_tolerance)
     metrics.update({
         "compute_used": result.compute_used,

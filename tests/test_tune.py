@@ -1,0 +1,172 @@
+"""The tune job: resumable, seeded, shareable by workers, robust to divergence, never picks an infeasible best."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from unlearn_search import cli, search, tracking
+from unlearn_search.context import RunContext
+from unlearn_search.methods import Method, UnlearnResult
+from unlearn_search.methods.gd import GDConfig
+from unlearn_search.methods.gd import search_space as gd_space
+from unlearn_search.scenario import ScenarioConfig, build_scenario, evaluate, train_references
+from unlearn_search.training import TrainConfig
+
+FAST = ["--train-epochs", "3"]
+
+
+def _exit_code(argv: list[str]) -> int:
+    try:
+        return cli.main(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+
+
+def _study(name: str, storage: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_tune_logs_parent_and_children_and_resumes(mlflow_store, capsys):
+    storage = f"sqlite:///{Path.cwd()}/optuna.db"
+    args = ["tune", "--method", "gd", "--n-trials", "3", "--storage", storage, "--study-name", "s1", *FAST]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "best removal found" in out or "no trial kept utility" in out
+    assert len(_study("s1", storage).trials) == 3
+    parent = mlflow.search_runs(search_all_experiments=True, filter_string="tags.entry_point = 'tune'")
+    assert len(parent) == 1
+    pid = parent["run_id"][0]
+    children = mlflow.search_runs(search_all_experiments=True,
+                                  filter_string=f"tags.mlflow.parentRunId = '{pid}' and tags.study = 's1'")
+    assert len(children) == 3 and set(children["tags.state"]) <= {"complete", "infeasible", "pruned", "failed"}
+    assert "metrics.removal" in children.columns
+    arts = {a.path for a in MlflowClient().list_artifacts(pid, "plots")}
+    assert {"plots/removal_vs_compute.png", "plots/removal_vs_compute.html", "plots/iz_distributions.png",
+            "plots/iz_distributions.html", "plots/optimization_history.png"} <= arts
+    assert "trials.csv" in {a.path for a in MlflowClient().list_artifacts(pid)}
+    run = MlflowClient().get_run(pid)
+    if "best_trial" in run.data.tags:
+        mv = MlflowClient().get_model_version_by_alias(tracking.registered_name("gd"), "best")
+        assert mv.tags["study"] == "s1" and mv.tags["trial"] == run.data.tags["best_trial"]
+    # resume: the same study name continues the study with n_trials more; references are not retrained
+    assert cli.main([*args[:4], "2", *args[5:]]) == 0
+    assert len(_study("s1", storage).trials) == 5
+    versions = MlflowClient().search_model_versions(f"name = '{tracking.registered_name('poisoned')}'")
+    assert len(versions) == 1
+
+
+def test_seeded_study_is_reproducible(tmp_path):
+    trials = []
+    for i in range(2):
+        tc = search.TuneConfig(method="gd", seed=7, storage=f"sqlite:///{tmp_path}/o{i}.db")
+        study = search.open_study(tc, "abc")
+        for _ in range(6):
+            t = study.ask()
+            gd_space(t)
+            t.suggest_float("budget", 0.01, 0.1, log=True)
+            study.tell(t, 0.5)
+        trials.append([t.params for t in study.trials])
+    assert trials[0] == trials[1]
+
+
+def test_two_workers_share_one_study_without_losing_or_duplicating_trials(tmp_path):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "OMP_NUM_THREADS": "1"}
+    # build the scenario once, so the two workers only share the study
+    base = [sys.executable, "-m", "unlearn_search", "-q"]
+    subprocess.run([*base, "poison", *FAST], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
+    cmd = [*base, "tune", "--method", "gd", "--n-trials", "3", "--storage", storage, "--study-name", "shared", *FAST]
+    procs = [subprocess.Popen([*cmd, "--sampler-seed", str(i)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()[-2000:]
+    numbers = [t.number for t in _study("shared", storage).trials]
+    assert sorted(numbers) == list(range(6))
+
+
+@pytest.fixture(scope="module")
+def tiny_refs():
+    cfg = ScenarioConfig(train=TrainConfig(epochs=3))
+    ctx = RunContext(0)
+    sc = build_scenario(cfg, ctx)
+    models = train_references(sc, ctx)
+    metrics = {r: evaluate(m, sc, ctx) for r, m in models.items()}
+    return sc, models, metrics, sc.attack.scores(models["retrain"], sc.data, sc.poisoning, ctx), ctx
+
+
+class _Reporter:
+    def __init__(self):
+        self.states: list[str] = []
+
+    def started(self, trial, params):
+        pass
+
+    def finished(self, trial, state, metrics, reason):
+        self.states.append(state)
+
+
+def test_diverging_trial_is_pruned_with_its_reason_and_the_study_completes(tiny_refs):
+    sc, models, metrics, retrain_scores, ctx = tiny_refs
+
+    def explode(model, splits, cfg, budget, ctx, on_epoch=None):
+        bad = UnlearnResult(model=__import__("copy").deepcopy(model), compute_used=1.0, info={"diverged": 1.0})
+        with torch.no_grad():
+            for p in bad.model.parameters():
+                p.fill_(float("nan"))
+        return bad
+
+    method = Method("explode", GDConfig, explode, gd_space, "always diverges")
+    tc = search.TuneConfig(method="gd", storage="sqlite:///:memory:")
+    study = optuna.create_study(direction="maximize")
+    reporter = _Reporter()
+    objective = search.make_objective(tc, method, sc, models["poisoned"], metrics, retrain_scores, ctx, reporter)
+    study.optimize(objective, n_trials=3, catch=(Exception,))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 3
+    assert all("diverged" in t.user_attrs["reason"] for t in study.trials)
+    assert reporter.states == ["pruned"] * 3
+    assert search.best_trial(study) is None
+
+
+def test_infeasible_trial_is_never_best():
+    study = optuna.create_study(direction="maximize")
+    dist = {"budget": optuna.distributions.FloatDistribution(0.01, 0.1)}
+    for value, constraint in [(0.9, 0.05), (0.4, -0.01), (0.95, 0.001), (0.3, 0.0)]:
+        study.add_trial(optuna.trial.create_trial(
+            params={"budget": 0.05}, distributions=dist, value=value,
+            constraints={search.CONSTRAINT: constraint},
+            user_attrs={"metrics": {"removal": value, "budget_used": 0.05}}))
+    best = search.best_trial(study)
+    assert best is not None and best.value == 0.4
+    assert best.state == optuna.trial.TrialState.COMPLETE and math.isclose(best.constraints[search.CONSTRAINT], -0.01)
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--method", "nope"], "argument --method: invalid choice: 'nope'"),
+        (["--method", "gd", "--n-trials", "0"], "n_trials=0 is out of range; valid: [1, inf)"),
+        (["--method", "gd", "--budget-max", "0"], "budget_max=0.0 is out of range; valid: (0, 1]"),
+        (["--method", "gd", "--budget-max", "1.5"], "budget_max=1.5 is out of range; valid: (0, 1]"),
+        (["--method", "gd", "--mode", "grid"], "unknown mode 'grid'; valid: pareto, single"),
+        (["--method", "gd", "--storage", "sqlite:////no/such/dir/o.db"], "storage 'sqlite:////no/such/dir/o.db'"),
+        (["--method", "gd", "--storage", "postgresql://bob:hunter2@127.0.0.1:9/db"],
+         "storage 'postgresql://bob:***@127.0.0.1:9/db' cannot be used"),
+    ],
+)
+def test_bad_input_is_one_line_and_creates_nothing(mlflow_store, capsys, argv, needle):
+    assert _exit_code(["tune", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and needle in err, err
+    assert "hunter2" not in err
+    assert not Path("mlflow.db").exists() and not Path("optuna.db").exists()

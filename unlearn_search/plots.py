@@ -1,0 +1,100 @@
+"""Figures for studies, each as a matplotlib figure (PNG) and a plotly figure (interactive HTML).
+
+Pure functions of numbers: the caller collects the data and logs the figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede pyplot
+import matplotlib.pyplot as plt
+import numpy as np
+import plotly.graph_objects as go
+from matplotlib.figure import Figure
+from scipy import stats
+
+
+def removal_vs_compute(
+    budget: Sequence[float], removal: Sequence[float], feasible: Sequence[bool], labels: Sequence[str], title: str
+) -> tuple[Figure, go.Figure]:
+    """Each trial's removal against the compute it used, with the no-unlearning (0, 0) and retrain (1, 1) points."""
+    b, r, f = np.asarray(budget, float), np.asarray(removal, float), np.asarray(feasible, bool)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(b[f], r[f], label="trial (utility kept)", color="tab:blue")
+    ax.scatter(b[~f], r[~f], label="trial (utility lost)", color="tab:gray", marker="x")
+    ax.scatter([0], [0], color="tab:red", marker="s", label="no unlearning")
+    ax.scatter([1], [1], color="tab:green", marker="*", s=150, label="retrain (cost 1.0)")
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlabel("compute used (fraction of retraining)")
+    ax.set_ylabel("poison removal (0 = none, 1 = retrain)")
+    ax.set_title(title)
+    ax.axhline(1.0, color="tab:green", lw=0.5, ls="--")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    pf = go.Figure()
+    pf.add_scatter(x=b[f], y=r[f], mode="markers", name="trial (utility kept)",
+                   text=[lab for lab, ok in zip(labels, f, strict=True) if ok])
+    pf.add_scatter(x=b[~f], y=r[~f], mode="markers", name="trial (utility lost)", marker_symbol="x",
+                   text=[lab for lab, ok in zip(labels, f, strict=True) if not ok])
+    pf.add_scatter(x=[0], y=[0], mode="markers", name="no unlearning", marker_symbol="square")
+    pf.add_scatter(x=[1], y=[1], mode="markers", name="retrain", marker_symbol="star", marker_size=14)
+    pf.update_layout(title=title, xaxis_title="compute used (fraction of retraining)", yaxis_title="poison removal")
+    return fig, pf
+
+
+def iz_distributions(series: dict[str, np.ndarray], title: str) -> tuple[Figure, go.Figure]:
+    """Histograms of per-poison I_z for several models against the N(0, 1) density of a model that never saw them."""
+    allv = np.concatenate([np.asarray(v, float) for v in series.values()])
+    lo, hi = min(-4.0, float(allv.min())), max(4.0, float(allv.max()))
+    bins = np.linspace(lo, hi, 40).tolist()
+    grid = np.linspace(lo, hi, 200)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, v in series.items():
+        ax.hist(v, bins=bins, density=True, histtype="step", lw=1.5, label=f"{name} (mean {np.mean(v):.2f})")
+    ax.plot(grid, stats.norm.pdf(grid), color="black", ls="--", label="N(0, 1): never saw the noise")
+    ax.set_xlabel("I_z (GUS statistic per poison)")
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    pf = go.Figure()
+    for name, v in series.items():
+        pf.add_histogram(x=v, histnorm="probability density", name=name, opacity=0.5, xbins={"size": (hi - lo) / 39})
+    pf.add_scatter(x=grid, y=stats.norm.pdf(grid), mode="lines", name="N(0, 1)")
+    pf.update_layout(barmode="overlay", title=title, xaxis_title="I_z", yaxis_title="density")
+    return fig, pf
+
+
+def history(values: Sequence[float], title: str) -> tuple[Figure, go.Figure]:
+    """Objective per trial and the best so far (feasible trials only; NaN where a trial has no value)."""
+    v = np.asarray(values, float)
+    best = np.fmax.accumulate(np.where(np.isfinite(v), v, -np.inf))
+    best[~np.isfinite(best)] = np.nan
+    x = np.arange(len(v))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(x, v, label="trial removal", s=15)
+    ax.step(x, best, where="post", color="tab:red", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("removal")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    pf = go.Figure()
+    pf.add_scatter(x=x, y=v, mode="markers", name="trial removal")
+    pf.add_scatter(x=x, y=best, mode="lines", line_shape="hv", name="best so far")
+    pf.update_layout(title=title, xaxis_title="trial", yaxis_title="removal")
+    return fig, pf
+
+
+def importances(names: Sequence[str], values: Sequence[float], title: str) -> tuple[Figure, go.Figure]:
+    fig, ax = plt.subplots(figsize=(6, max(2.0, 0.4 * len(names) + 1)))
+    ax.barh(list(names), list(values))
+    ax.set_xlabel("importance for removal (fANOVA)")
+    ax.set_title(title)
+    fig.tight_layout()
+    pf = go.Figure(go.Bar(x=list(values), y=list(names), orientation="h"))
+    pf.update_layout(title=title, xaxis_title="importance")
+    return fig, pf

@@ -1,0 +1,232 @@
+"""Optuna search for each method's best-case poison removal (the only module that imports optuna).
+
+A trial draws the method's hyperparameters from the search space defined next to the method, plus the compute
+budget itself (log-uniform in [budget_max / 10, budget_max]), runs the method on the scenario's poisoned model and
+scores it like the references. Single mode maximises ``removal`` subject to the utility constraint
+``test_acc >= poisoned test_acc - utility_tolerance`` (Optuna's ``Trial.set_constraint``; infeasible trials are never
+chosen as best) and prunes with the removal measured after each epoch. Pareto mode maximises removal and minimises
+the budget used, giving a front.
+
+The objective does not know about MLflow: a `TrialReporter` (bound to nested MLflow runs by the CLI) is told when a
+trial starts and how it ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import numpy as np
+import optuna
+from torch import nn
+
+from .context import RunContext
+from .errors import UsageError, check_choice, check_range
+from .methods import METHODS, Method
+from .scenario import Scenario
+from .unlearning import Diverged, unlearn
+
+log = logging.getLogger(__name__)
+
+MODES = ("single", "pareto")
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+#: Name of the trial constraint (Optuna's ``Trial.set_constraint``): poisoned test_acc - tolerance - test_acc,
+#: <= 0 when utility is kept.
+CONSTRAINT = "utility"
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    method: str
+    n_trials: int = 20
+    timeout: float = 0.0  # seconds; 0 = no limit
+    budget_max: float = 0.1
+    seed: int = 0
+    storage: str = DEFAULT_STORAGE
+    study_name: str = ""  # "" = derived from method, mode and scenario
+    utility_tolerance: float = 0.02
+    mode: str = "single"
+
+    def __post_init__(self) -> None:
+        METHODS.get(self.method)
+        check_range("n_trials", self.n_trials, low=1)
+        check_range("timeout", self.timeout, low=0)
+        check_range("budget_max", self.budget_max, low=0, high=1, low_open=True)
+        check_range("utility_tolerance", self.utility_tolerance, low=0, high=1)
+        check_choice("mode", self.mode, MODES)
+
+    def name_for(self, scenario_hash: str) -> str:
+        suffix = "" if self.mode == "single" else f"-{self.mode}"
+        return self.study_name or f"{self.method}{suffix}-{scenario_hash[:12]}"
+
+
+class TrialReporter(Protocol):
+    def started(self, trial: optuna.Trial, params: dict[str, Any]) -> None: ...
+
+    def finished(self, trial: optuna.Trial, state: str, metrics: dict[str, float], reason: str) -> None: ...
+
+
+def expand_storage(url: str) -> str:
+    """``$VAR`` / ``${VAR}`` in a storage URL are taken from the environment, so that a password can stay out of
+    command lines and of the params ``mlflow run`` logs: ``postgresql://bob:${PGPASSWORD}@db/optuna``."""
+    import os
+
+    return os.path.expandvars(url)
+
+
+def connect_storage(url: str, attempts: int = 4) -> optuna.storages.RDBStorage:
+    """The Optuna storage at ``url``, with a heartbeat so that a dead worker's trial is marked failed.
+
+    Workers that start together may race to create the schema; a few retries absorb that. A URL that still cannot
+    be used raises `UsageError` (password redacted).
+    """
+    import time
+    import warnings
+
+    from .tracking import redact_uri  # a pure function; no MLflow state is touched
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(expand_storage(url), heartbeat_interval=60, grace_period=180)
+        except Exception as e:
+            race = "UNIQUE constraint" in str(e) or "already exists" in str(e) or "database is locked" in str(e)
+            if race and attempt + 1 < attempts:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            password = urlsplit(expand_storage(url)).password
+            if password:
+                first = first.replace(password, "***")
+            raise UsageError(f"storage {redact_uri(url)!r} cannot be used: {first[:200]}") from None
+    raise AssertionError("unreachable")
+
+
+def open_study(tc: TuneConfig, scenario_hash: str) -> optuna.Study:
+    """Create or resume the study in ``tc.storage`` (raises `UsageError` if the storage cannot be used)."""
+    storage = connect_storage(tc.storage)
+    kw: dict[str, Any] = {"storage": storage, "study_name": tc.name_for(scenario_hash), "load_if_exists": True}
+    # TPE reads the constraint each trial sets (Trial.set_constraint) and prefers feasible regions.
+    sampler = optuna.samplers.TPESampler(seed=tc.seed, n_startup_trials=5)
+    if tc.mode == "single":
+        study = optuna.create_study(direction="maximize", sampler=sampler,
+                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1), **kw)
+    else:
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler, **kw)
+    known = study.user_attrs.get("scenario_hash")
+    if known is not None and known != scenario_hash:
+        raise UsageError(f"study {study.study_name!r} belongs to scenario {known}, not {scenario_hash}; "
+                         "valid: another --study-name")
+    for k, v in {"scenario_hash": scenario_hash, "method": tc.method, "mode": tc.mode,
+                 "budget_max": tc.budget_max, "utility_tolerance": tc.utility_tolerance}.items():
+        study.set_user_attr(k, v)
+    return study
+
+
+def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    """A trial kept utility (a trial that never set its constraint, e.g. pruned, is not feasible)."""
+    return float((trial.constraints or {}).get(CONSTRAINT, math.inf)) <= 0
+
+
+def make_objective(
+    tc: TuneConfig,
+    method: Method,
+    scenario: Scenario,
+    poisoned: nn.Module,
+    reference_metrics: dict[str, dict[str, float]],
+    retrain_scores: np.ndarray,
+    ctx: RunContext,
+    reporter: TrialReporter,
+) -> Callable[[optuna.Trial], Any]:
+    attack = scenario.attack
+    key = attack.removal_metric
+    m_p, m_r = reference_metrics["poisoned"][key], reference_metrics["retrain"][key]
+    acc_floor = reference_metrics["poisoned"]["test_acc"] - tc.utility_tolerance
+
+    def objective(trial: optuna.Trial) -> Any:
+        assert method.search_space is not None
+        params = method.search_space(trial)
+        budget = trial.suggest_float("budget", tc.budget_max / 10, tc.budget_max, log=True)
+        cfg = method.config(**params)
+        reporter.started(trial, {**params, "budget": budget})
+        metrics: dict[str, float] = {}
+
+        def on_epoch(epoch: int, model: nn.Module, values: dict[str, float]) -> None:
+            if not all(math.isfinite(v) for v in values.values()):
+                raise optuna.TrialPruned(f"diverged at epoch {epoch + 1} (non-finite loss)")
+            if tc.mode != "single":
+                return
+            current = attack.evaluate(model, scenario.data, scenario.poisoning, ctx)[key]
+            removal = (m_p - current) / (m_p - m_r)
+            trial.report(removal, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch + 1}: removal {removal:.3f} below the median")
+
+        try:
+            out = unlearn(method, cfg, budget, scenario, poisoned, reference_metrics, retrain_scores, ctx,
+                          on_epoch=on_epoch, utility_tolerance=tc.utility_tolerance)
+            metrics = out.metrics
+            if not math.isfinite(metrics["removal"]):
+                raise optuna.TrialPruned("removal is not finite")
+        except Diverged as e:
+            trial.set_user_attr("reason", str(e))
+            reporter.finished(trial, "pruned", metrics, str(e))
+            raise optuna.TrialPruned(str(e)) from None
+        except optuna.TrialPruned as e:
+            trial.set_user_attr("reason", str(e))
+            reporter.finished(trial, "pruned", metrics, str(e))
+            raise
+        except Exception as e:
+            reason = f"{type(e).__name__}: {e}"
+            trial.set_user_attr("reason", reason[:500])
+            reporter.finished(trial, "failed", metrics, reason)
+            raise
+        constraint = acc_floor - metrics["test_acc"]
+        trial.set_constraint(CONSTRAINT, constraint)
+        trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if math.isfinite(v)})
+        reporter.finished(trial, "complete" if constraint <= 0 else "infeasible", metrics, "")
+        if tc.mode == "single":
+            return metrics["removal"]
+        return metrics["removal"], metrics["budget_used"]
+
+    return objective
+
+
+def feasible_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Completed trials that met the utility constraint and have a finite removal."""
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if is_feasible(t) and t.values and math.isfinite(t.values[0]):
+            out.append(t)
+    return out
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """Highest removal among feasible trials (ties: smaller budget used); None if no trial is feasible."""
+    feas = feasible_trials(study)
+    if not feas:
+        return None
+    return max(feas, key=lambda t: (t.values[0], -t.user_attrs["metrics"].get("budget_used", 1.0)))
+
+
+def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Feasible trials not dominated in (removal up, budget used down)."""
+    feas = feasible_trials(study)
+    pts = [(t.user_attrs["metrics"]["removal"], t.user_attrs["metrics"]["budget_used"]) for t in feas]
+    front = []
+    for i, (r, b) in enumerate(pts):
+        if not any((r2 >= r and b2 <= b) and (r2 > r or b2 < b) for j, (r2, b2) in enumerate(pts) if j != i):
+            front.append(feas[i])
+    return sorted(front, key=lambda t: t.user_attrs["metrics"]["budget_used"])
+
+
+def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    """A trial's params -> (method config kwargs, budget)."""
+    p = dict(params)
+    budget = float(p.pop("budget"))
+    return p, budget

@@ -1,0 +1,203 @@
+"""The ``tune`` job: an Optuna study per method and scenario, logged to MLflow as a parent run with trial children.
+
+Joins the pure search (`search`) with tracking (`tracking`); neither the methods nor the search know about MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+import optuna
+from torch import nn
+
+from . import plots, tracking
+from .context import RunContext
+from .methods import METHODS
+from .scenario import ScenarioConfig
+from .search import TuneConfig, best_trial, is_feasible, make_objective, open_study, pareto_trials, split_params
+from .store import References, ensure_references
+from .unlearning import unlearn
+
+log = logging.getLogger(__name__)
+
+METRIC_KEYS = ("removal", "test_acc", "gus_z", "gus_pvalue", "mia_tpr_at_1fpr", "budget_used", "removal_pvalue")
+
+
+class MlflowTrialReporter:
+    """Each trial is a nested MLflow run under the study's parent run, ended with its state as a tag."""
+
+    def __init__(self, study_name: str, n_planned: int) -> None:
+        self.study_name, self.n_planned, self.done = study_name, n_planned, 0
+        self.best: tuple[float, int] | None = None
+        self.t0 = time.perf_counter()
+
+    def started(self, trial: optuna.Trial, params: dict[str, Any]) -> None:
+        tracking.start_nested(f"trial-{trial.number}", {"study": self.study_name, "trial": str(trial.number)})
+        tracking.log_params(params)
+        self.t_trial = time.perf_counter()
+
+    def finished(self, trial: optuna.Trial, state: str, metrics: dict[str, float], reason: str) -> None:
+        tracking.log_metrics(metrics)
+        tracking.set_tags({"state": state, **({"reason": reason[:500]} if reason else {})})
+        tracking.end_run("FAILED" if state == "failed" else "FINISHED")
+        self.done += 1
+        removal = metrics.get("removal", float("nan"))
+        if state == "complete" and math.isfinite(removal) and (self.best is None or removal > self.best[0]):
+            self.best = (removal, trial.number)
+        best = f"best {self.best[0]:.3f} (trial {self.best[1]})" if self.best else "no feasible trial yet"
+        what = f"removal {removal:.3f} at budget {metrics.get('budget_used', float('nan')):.3f}" if metrics else reason
+        log.info("[%d/%d] trial %d %s: %s | %s | %.1fs", self.done, self.n_planned, trial.number, state, what, best,
+                 time.perf_counter() - self.t_trial)
+
+
+def run_tune(tc: TuneConfig, cfg: ScenarioConfig, ctx: RunContext, experiment: str | None) -> dict[str, Any]:
+    method = METHODS.get(tc.method)
+    tracking.configure(experiment)
+    study_name = tc.name_for(cfg.hash)
+    tags = {"entry_point": "tune", "method": tc.method, "scenario_hash": cfg.hash, "study": study_name}
+    with tracking.run(f"tune-{study_name}", tags=tags):
+        tracking.log_params({**cfg.to_flat(), "method": tc.method, "n_trials": tc.n_trials, "timeout": tc.timeout,
+                             "budget_max": tc.budget_max, "sampler.seed": tc.seed, "mode": tc.mode,
+                             "utility_tolerance": tc.utility_tolerance})
+        tracking.set_tags({"storage": tracking.redact_uri(tc.storage)})
+        study = open_study(tc, cfg.hash)
+        refs = ensure_references(cfg, ctx)
+        sc = refs.scenario
+        retrain_scores = sc.attack.scores(refs.models["retrain"], sc.data, sc.poisoning, ctx)
+        for role in ("poisoned", "retrain"):
+            tracking.log_metrics(refs.metrics[role], prefix=f"{role}.")
+        n_before = len(study.trials)
+        reporter = MlflowTrialReporter(study_name, tc.n_trials)
+        objective = make_objective(tc, method, sc, refs.models["poisoned"], refs.metrics, retrain_scores, ctx,
+                                   reporter)
+        log.info("study %s: %d trials so far; running %d more (storage %s)", study_name, n_before, tc.n_trials,
+                 tracking.redact_uri(tc.storage))
+        study.optimize(objective, n_trials=tc.n_trials, timeout=tc.timeout or None, catch=(Exception,))
+        summary = summarise(study, tc, refs, retrain_scores, ctx)
+    return summary
+
+
+def summarise(
+    study: optuna.Study, tc: TuneConfig, refs: References, retrain_scores: np.ndarray, ctx: RunContext
+) -> dict[str, Any]:
+    """Everything the parent run shows: counts, best trial, verdict, plots, trials table, registered best model."""
+    trials = study.get_trials(deepcopy=False)
+    states: dict[str, float] = {}
+    for t in trials:
+        s = t.state.name.lower()
+        if t.state == optuna.trial.TrialState.COMPLETE and not is_feasible(t):
+            s = "infeasible"
+        states[s] = states.get(s, 0) + 1
+    tracking.log_metrics({f"n_trials_{k}": v for k, v in states.items()} | {"n_trials_total": len(trials)})
+    _log_trials_table(trials)
+    best = best_trial(study)
+    sc = refs.scenario
+    key = sc.attack.removal_metric
+    result: dict[str, Any] = {"study": study.study_name, "states": states, "best": None}
+    _plots(study, tc, refs, retrain_scores, best, ctx)
+    if best is None:
+        verdict = (f"no trial kept utility (test accuracy within {tc.utility_tolerance} of the poisoned model's); "
+                   "no best-case removal to report")
+        tracking.set_tags({"verdict": verdict})
+        print(verdict)
+        return result
+    bm = best.user_attrs["metrics"]
+    tracking.log_metrics(bm, prefix="best.")
+    tracking.log_params({f"best.{k}": v for k, v in best.params.items()})
+    detected = bm["removal_pvalue"] < 0.05
+    verdict = (f"best removal found {bm['removal']:.3f} at budget {bm['budget_used']:.3f} (trial {best.number}); "
+               f"retraining: 1.0; poison still detected: {'yes' if detected else 'no'} "
+               f"(paired t-test vs retrain p = {bm['removal_pvalue']:.3g}; {key}: poisoned "
+               f"{refs.metrics['poisoned'][key]:.3g}, best {bm[key]:.3g}, retrain {refs.metrics['retrain'][key]:.3g})")
+    tracking.set_tags({"verdict": verdict, "best_trial": str(best.number)})
+    tracking.log_text(verdict + "\n", "verdict.txt")
+    if tc.mode == "pareto":
+        front = [{"trial": t.number, **{k: t.user_attrs["metrics"][k] for k in ("removal", "budget_used")}}
+                 for t in pareto_trials(study)]
+        tracking.log_text(json.dumps(front, indent=1), "pareto_front.json")
+        result["pareto"] = front
+    model = _rerun(best, tc, refs, retrain_scores, ctx)
+    mv = tracking.log_model(model, sc.spec, tc.method, input_example=sc.data.x_test[:2],
+                            tags={"study": study.study_name, "trial": str(best.number),
+                                  "scenario_hash": sc.config.hash, "method": tc.method,
+                                  "source_model": str(refs.versions["poisoned"]),
+                                  "params": json.dumps(best.params)})
+    tracking.set_alias(tc.method, "best", str(mv.version))
+    result.update({"best": best.number, "best_metrics": bm, "verdict": verdict,
+                   "registered": f"{mv.name}/{mv.version}"})
+    _print_summary(study, refs, best, key)
+    print(verdict)
+    return result
+
+
+def _rerun(best: Any, tc: TuneConfig, refs: References, retrain_scores: np.ndarray, ctx: RunContext) -> nn.Module:
+    """Rebuild the best trial's model by re-running it (deterministic under the same seed); trials log no models."""
+    method = METHODS.get(tc.method)
+    assert method.search_space is not None
+    kwargs = method.search_space(optuna.trial.FixedTrial(best.params))
+    _, budget = split_params(best.params)
+    out = unlearn(method, method.config(**kwargs), budget, refs.scenario, refs.models["poisoned"], refs.metrics,
+                  retrain_scores, ctx, utility_tolerance=tc.utility_tolerance)
+    return out.model
+
+
+def _log_trials_table(trials: list[optuna.trial.FrozenTrial]) -> None:
+    rows = ["trial,state,removal,test_acc,budget_used,gus_z,mia_tpr_at_1fpr,params,reason"]
+    for t in trials:
+        m = t.user_attrs.get("metrics", {})
+        vals = [f"{m[k]:.6g}" if k in m else "" for k in ("removal", "test_acc", "budget_used", "gus_z",
+                                                            "mia_tpr_at_1fpr")]
+        reason = str(t.user_attrs.get("reason", "")).replace('"', "'")
+        rows.append(",".join([str(t.number), t.state.name.lower(), *vals, f'"{json.dumps(t.params)}"'.replace(
+            '"{', '"{').replace('""', '"'), f'"{reason}"']))
+    tracking.log_text("\n".join(rows) + "\n", "trials.csv")
+
+
+def _plots(study: optuna.Study, tc: TuneConfig, refs: References, retrain_scores: np.ndarray, best: Any,
+           ctx: RunContext) -> None:
+    trials = [t for t in study.get_trials(deepcopy=False) if "metrics" in t.user_attrs]
+    if trials:
+        ms = [t.user_attrs["metrics"] for t in trials]
+        feasible = [is_feasible(t) for t in trials]
+        tracking.log_figures("removal_vs_compute", plots.removal_vs_compute(
+            [m["budget_used"] for m in ms], [m["removal"] for m in ms], feasible,
+            [f"trial {t.number}" for t in trials], f"{tc.method}: removal against compute"))
+    values = [t.user_attrs["metrics"]["removal"] if "metrics" in t.user_attrs and is_feasible(t) else float("nan")
+              for t in study.get_trials(deepcopy=False)]
+    tracking.log_figures("optimization_history", plots.history(values, f"{tc.method}: removal per trial"))
+    try:
+        imp = optuna.importance.get_param_importances(
+            study, target=lambda t: t.values[0], evaluator=optuna.importance.FanovaImportanceEvaluator(seed=tc.seed))
+        if imp:
+            tracking.log_figures("param_importances", plots.importances(list(imp), list(imp.values()),
+                                                                        f"{tc.method}: what matters for removal"))
+    except (RuntimeError, ValueError) as e:  # too few completed trials, or no parameter varied
+        log.info("no parameter importances: %s", e)
+    sc = refs.scenario
+    series = {"poisoned": sc.attack.scores(refs.models["poisoned"], sc.data, sc.poisoning, ctx)}
+    if best is not None:
+        series[f"best {tc.method} (trial {best.number})"] = sc.attack.scores(
+            _rerun(best, tc, refs, retrain_scores, ctx), sc.data, sc.poisoning, ctx)
+    series["retrain"] = retrain_scores
+    tracking.log_figures("iz_distributions", plots.iz_distributions(series, "GUS statistic per poison"))
+
+
+def _print_summary(study: optuna.Study, refs: References, best: Any, key: str) -> None:
+    done = [t for t in study.get_trials(deepcopy=False) if "metrics" in t.user_attrs]
+    done.sort(key=lambda t: -t.user_attrs["metrics"].get("removal", -math.inf))
+    print(f"{'':<18}" + "".join(f"{k:>16}" for k in METRIC_KEYS))
+    for role in ("poisoned", "retrain"):
+        m = dict(refs.metrics[role])
+        m.update({"removal": 0.0 if role == "poisoned" else 1.0})
+        print(f"{role:<18}" + "".join(f"{m[k]:>16.4g}" if k in m else f"{'-':>16}" for k in METRIC_KEYS))
+    for t in done[:5]:
+        m = t.user_attrs["metrics"]
+        flag = "*" if t.number == best.number else " " if is_feasible(t) else "x"
+        print(f"{flag} trial {t.number:<10}" + "".join(f"{m[k]:>16.4g}" if k in m else f"{'-':>16}"
+                                                          for k in METRIC_KEYS))
+    print("(* best feasible trial; x utility lost)")
