@@ -33,11 +33,11 @@ def _exit_code(argv: list[str]) -> int:
 
 
 def _study(name: str, storage: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=storage)
+    return optuna.load_study(study_name=name, storage=search.connect_storage(storage))
 
 
 def test_tune_logs_parent_and_children_and_resumes(mlflow_store, capsys):
-    storage = f"sqlite:///{Path.cwd()}/optuna.db"
+    storage = "optuna_journal.log"  # the default kind: a journal file in the working directory
     args = ["tune", "--method", "gd", "--n-trials", "3", "--storage", storage, "--study-name", "s1", *FAST]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
@@ -79,8 +79,9 @@ def test_seeded_study_is_reproducible(tmp_path):
     assert trials[0] == trials[1]
 
 
-def test_two_workers_share_one_study_without_losing_or_duplicating_trials(tmp_path):
-    storage = f"sqlite:///{tmp_path}/optuna.db"
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_two_workers_share_one_study_without_losing_or_duplicating_trials(tmp_path, kind):
+    storage = f"sqlite:///{tmp_path}/optuna.db" if kind == "sqlite" else str(tmp_path / "optuna_journal.log")
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "OMP_NUM_THREADS": "1"}
     # build the scenario once, so the two workers only share the study
     base = [sys.executable, "-m", "unlearn_search", "-q"]
@@ -160,6 +161,8 @@ def test_infeasible_trial_is_never_best():
         (["--method", "gd", "--budget-max", "1.5"], "budget_max=1.5 is out of range; valid: (0, 1]"),
         (["--method", "gd", "--mode", "grid"], "unknown mode 'grid'; valid: pareto, single"),
         (["--method", "gd", "--storage", "sqlite:////no/such/dir/o.db"], "storage 'sqlite:////no/such/dir/o.db'"),
+        (["--method", "gd", "--storage", "/no/such/dir/j.log"], "storage '/no/such/dir/j.log' cannot be used; valid"),
+        (["--method", "gd", "--storage", "redis://localhost/0"], "storage 'redis://localhost/0' cannot be used"),
         (["--method", "gd", "--storage", "postgresql://bob:hunter2@127.0.0.1:9/db"],
          "storage 'postgresql://bob:***@127.0.0.1:9/db' cannot be used"),
     ],
@@ -170,3 +173,4 @@ def test_bad_input_is_one_line_and_creates_nothing(mlflow_store, capsys, argv, n
     assert err.strip().count("\n") == 0 and needle in err, err
     assert "hunter2" not in err
     assert not Path("mlflow.db").exists() and not Path("optuna.db").exists()
+    assert not Path("optuna_journal.log").exists()

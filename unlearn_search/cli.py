@@ -261,8 +261,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     tu.add_argument("--timeout", type=float, default=0.0, help="stop adding trials after this many seconds (0: none)")
     tu.add_argument("--budget-max", type=float, default=0.1,
                     help="largest budget a trial may draw (fraction of retraining)")
-    tu.add_argument("--storage", default="sqlite:///optuna.db",
-                    help="Optuna storage URL shared by all workers; $VARS are expanded from the environment")
+    tu.add_argument("--storage", default="optuna_journal.log",
+                    help="Optuna storage shared by all workers: a journal file (one machine) or a database URL "
+                    "such as postgresql://user:${PGPASSWORD}@host/db (many machines); $VARS come from the environment")
     tu.add_argument("--study-name", default="", help="default: <method>-<scenario hash>")
     tu.add_argument("--sampler-seed", type=int, default=-1,
                     help="seed of Optuna's sampler (-1: use --seed); give each parallel worker its own")

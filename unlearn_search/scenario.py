@@ -131,6 +131,11 @@ def train_references(scenario: Scenario, ctx: RunContext) -> dict[str, nn.Module
 
 def evaluate(model: nn.Module, scenario: Scenario, ctx: RunContext) -> dict[str, float]:
     """Utility on test / retain / forget, the attack's own metrics, and the loss-based MIA (forget vs test)."""
+    return evaluate_with_scores(model, scenario, ctx)[0]
+
+
+def evaluate_with_scores(model: nn.Module, scenario: Scenario, ctx: RunContext) -> tuple[dict[str, float], Any]:
+    """`evaluate`, plus the attack's per-poison scores from the same pass (see `Attack.scores`)."""
     dev = ctx.device
     xr, yr = scenario.retain
     xf, yf = scenario.forget
@@ -141,5 +146,6 @@ def evaluate(model: nn.Module, scenario: Scenario, ctx: RunContext) -> dict[str,
         "forget_acc": accuracy(model, xf, yf, dev),
     }
     metrics.update(loss_mia(per_sample_loss(model, xf, yf, dev), per_sample_loss(model, d.x_test, d.y_test, dev)))
-    metrics.update(scenario.attack.evaluate(model, d, scenario.poisoning, ctx))
-    return metrics
+    attack_metrics, scores = scenario.attack.evaluate_with_scores(model, d, scenario.poisoning, ctx)
+    metrics.update(attack_metrics)
+    return metrics, scores

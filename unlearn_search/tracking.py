@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,9 +243,45 @@ def set_alias(role: str, alias: str, version: str) -> None:
     MlflowClient().set_registered_model_alias(registered_name(role), alias, version)
 
 
-def end_run(status: str = "FINISHED") -> None:
-    mlflow.end_run(status=status)
+class ChildRunWriter:
+    """Writes finished child runs of the active run from a background thread.
 
+    Used per tune trial: each child run is three store calls (create, one batch, terminate) made while the next
+    trial already computes, so MLflow's per-call cost does not add to the study's time. `close` waits for every
+    write and re-raises the first error, so nothing is silently lost.
+    """
 
-def start_nested(name: str, tags: dict[str, str]) -> None:
-    mlflow.start_run(run_name=name, nested=True, tags=tags)
+    def __init__(self) -> None:
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        parent = mlflow.active_run()
+        if parent is None:
+            raise RuntimeError("no active MLflow run to attach child runs to")
+        self.parent_id, self.experiment_id = parent.info.run_id, parent.info.experiment_id
+        self.client = MlflowClient()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-child-runs")
+        self.futures: list[Future[str]] = []
+
+    def submit(self, name: str, start_ms: int, params: dict[str, Any], metrics: dict[str, float],
+               tags: dict[str, str], failed: bool = False) -> None:
+        self.futures.append(self.pool.submit(self._write, name, start_ms, dict(params), dict(metrics), dict(tags),
+                                             failed))
+
+    def _write(self, name: str, start_ms: int, params: dict[str, Any], metrics: dict[str, float],
+               tags: dict[str, str], failed: bool) -> str:
+        from mlflow.entities import Metric, Param
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+        all_tags = {**tags, MLFLOW_PARENT_RUN_ID: self.parent_id, MLFLOW_RUN_NAME: name}
+        child = self.client.create_run(self.experiment_id, start_time=start_ms, tags=all_tags, run_name=name)
+        now = int(time.time() * 1000)
+        finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+        self.client.log_batch(child.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in finite.items()],
+                              params=[Param(k, str(v)) for k, v in params.items()])
+        self.client.set_terminated(child.info.run_id, status="FAILED" if failed else "FINISHED")
+        return str(child.info.run_id)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        for f in self.futures:
+            f.result()  # re-raise a failed write

@@ -31,20 +31,22 @@ METRIC_KEYS = ("removal", "test_acc", "gus_z", "gus_pvalue", "mia_tpr_at_1fpr", 
 class MlflowTrialReporter:
     """Each trial is a nested MLflow run under the study's parent run, ended with its state as a tag."""
 
-    def __init__(self, study_name: str, n_planned: int) -> None:
-        self.study_name, self.n_planned, self.done = study_name, n_planned, 0
+    def __init__(self, study_name: str, n_planned: int, writer: tracking.ChildRunWriter) -> None:
+        self.study_name, self.n_planned, self.done, self.writer = study_name, n_planned, 0, writer
         self.best: tuple[float, int] | None = None
         self.t0 = time.perf_counter()
 
     def started(self, trial: optuna.Trial, params: dict[str, Any]) -> None:
-        tracking.start_nested(f"trial-{trial.number}", {"study": self.study_name, "trial": str(trial.number)})
-        tracking.log_params(params)
+        self.params = params
         self.t_trial = time.perf_counter()
+        self.start_ms = int(time.time() * 1000)
 
     def finished(self, trial: optuna.Trial, state: str, metrics: dict[str, float], reason: str) -> None:
-        tracking.log_metrics(metrics)
-        tracking.set_tags({"state": state, **({"reason": reason[:500]} if reason else {})})
-        tracking.end_run("FAILED" if state == "failed" else "FINISHED")
+        tags = {"study": self.study_name, "trial": str(trial.number), "state": state}
+        if reason:
+            tags["reason"] = reason[:500]
+        self.writer.submit(f"trial-{trial.number}", self.start_ms, self.params, metrics, tags,
+                           failed=state == "failed")
         self.done += 1
         removal = metrics.get("removal", float("nan"))
         if state == "complete" and math.isfinite(removal) and (self.best is None or removal > self.best[0]):
@@ -72,12 +74,16 @@ def run_tune(tc: TuneConfig, cfg: ScenarioConfig, ctx: RunContext, experiment: s
         for role in ("poisoned", "retrain"):
             tracking.log_metrics(refs.metrics[role], prefix=f"{role}.")
         n_before = len(study.trials)
-        reporter = MlflowTrialReporter(study_name, tc.n_trials)
+        writer = tracking.ChildRunWriter()
+        reporter = MlflowTrialReporter(study_name, tc.n_trials, writer)
         objective = make_objective(tc, method, sc, refs.models["poisoned"], refs.metrics, retrain_scores, ctx,
                                    reporter)
         log.info("study %s: %d trials so far; running %d more (storage %s)", study_name, n_before, tc.n_trials,
                  tracking.redact_uri(tc.storage))
-        study.optimize(objective, n_trials=tc.n_trials, timeout=tc.timeout or None, catch=(Exception,))
+        try:
+            study.optimize(objective, n_trials=tc.n_trials, timeout=tc.timeout or None, catch=(Exception,))
+        finally:
+            writer.close()
         summary = summarise(study, tc, refs, retrain_scores, ctx)
     return summary
 

@@ -17,7 +17,7 @@ from torch import nn
 from . import verdict
 from .context import RunContext
 from .methods import Budget, EpochCallback, Method, Splits
-from .scenario import Scenario, evaluate
+from .scenario import Scenario, evaluate_with_scores
 
 
 def splits_of(scenario: Scenario) -> Splits:
@@ -48,8 +48,7 @@ def judge(
 ) -> tuple[dict[str, float], np.ndarray]:
     """Evaluate ``model`` like the references, plus ``removal``, ``removal_pvalue`` and ``poison_removed``."""
     attack = scenario.attack
-    m = evaluate(model, scenario, ctx)
-    scores = attack.scores(model, scenario.data, scenario.poisoning, ctx)
+    m, scores = evaluate_with_scores(model, scenario, ctx)
     key = attack.removal_metric
     m["removal"] = verdict.removal(reference_metrics["poisoned"][key], reference_metrics["retrain"][key], m[key])
     m["removal_pvalue"] = verdict.residual_pvalue(scores, retrain_scores)
@@ -78,11 +77,13 @@ def unlearn(
     finite = all(bool(torch.isfinite(p).all()) for p in result.model.parameters())
     if result.info.get("diverged") or not finite:
         raise Diverged(f"{method.name} diverged (non-finite weights) after {result.compute_used:.0f} example-passes")
+    start = time.perf_counter()
     metrics, scores = judge(result.model, scenario, reference_metrics, retrain_scores, ctx, utility_tolerance)
     metrics.update({
         "compute_used": result.compute_used,
         "budget_used": result.compute_used / scenario.retrain_cost,
-        "wall_time_s": wall,
+        "wall_time_s": wall,  # the method's run, including whatever its on_epoch callback did
+        "eval_time_s": time.perf_counter() - start,
         **{f"info.{k}": v for k, v in result.info.items()},
     })
     return Outcome(result.model, metrics, scores)

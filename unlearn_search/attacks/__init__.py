@@ -85,6 +85,12 @@ class Attack(ABC):
     def evaluate(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> dict[str, float]:
         """The attack's own metrics on ``model`` (e.g. GUS)."""
 
+    def evaluate_with_scores(
+        self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext
+    ) -> tuple[dict[str, float], np.ndarray]:
+        """``evaluate`` and ``scores`` together; attacks override it to share work between the two."""
+        return self.evaluate(model, data, poisoning, ctx), self.scores(model, data, poisoning, ctx)
+
     @abstractmethod
     def scores(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> np.ndarray:
         """Per-unit evidence of the poison (per poison or per target), larger = more poisoned; paired across

@@ -56,16 +56,18 @@ class GaussianPoisoning(Attack):
             arrays={"noise": noise, "indep_noise": indep},
         )
 
-    def evaluate(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> dict[str, float]:
+    def evaluate_with_scores(
+        self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext
+    ) -> tuple[dict[str, float], np.ndarray]:
         # Evaluated at the *clean* inputs with their true labels, never with augmentation (eval mode).
-        x_clean = data.x_train[poisoning.indices]
-        y = data.y_train[poisoning.indices]
-        grads = input_gradients(model, x_clean, y, ctx.device)
+        grads = input_gradients(model, data.x_train[poisoning.indices], data.y_train[poisoning.indices], ctx.device)
         i_poison = gus_statistic(grads, poisoning.arrays["noise"], self.cfg.eps)
         i_indep = gus_statistic(grads, poisoning.arrays["indep_noise"], self.cfg.eps)
-        return gus_summary(i_poison, i_indep)
+        return gus_summary(i_poison, i_indep), i_poison.numpy()
+
+    def evaluate(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> dict[str, float]:
+        return self.evaluate_with_scores(model, data, poisoning, ctx)[0]
 
     def scores(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> np.ndarray:
         """Per-poison I_z, in poison order (also what the I_z distribution plots show)."""
-        grads = input_gradients(model, data.x_train[poisoning.indices], data.y_train[poisoning.indices], ctx.device)
-        return gus_statistic(grads, poisoning.arrays["noise"], self.cfg.eps).numpy()
+        return self.evaluate_with_scores(model, data, poisoning, ctx)[1]
