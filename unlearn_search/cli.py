@@ -156,6 +156,23 @@ def cmd_tune(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(a: argparse.Namespace) -> int:
+    from .compare import parse_levels, parse_methods, run_compare
+    from .search import TuneConfig, connect_storage
+
+    methods = parse_methods(a.methods)
+    levels = parse_levels(a.budget_levels)
+    template = TuneConfig(method=methods[0], n_trials=a.n_trials, budget_max=a.budget_max, storage=a.storage,
+                          utility_tolerance=a.utility_tolerance)
+    from .errors import check_range
+
+    check_range("seeds", a.seeds, low=1)
+    cfg, ctx = _prepare(a)
+    connect_storage(template.storage)
+    run_compare(methods, cfg, a.seeds, levels, template, ctx, a.experiment)
+    return 0
+
+
 def _check_tolerance(value: float) -> None:
     from .errors import check_range
 
@@ -272,10 +289,27 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     tu.add_argument("--mode", default="single", help="single (max removal) or pareto (removal vs compute)")
     _add_scenario_args(tu)
     tu.set_defaults(func=cmd_tune)
+
+    co = sub.add_parser("compare", help="every method tuned at its best, against no unlearning and retraining")
+    co.add_argument("--methods", default="all", help="all (the paper's eight) or a comma-separated list")
+    co.add_argument("--n-trials", type=int, default=20,
+                    help="finished trials each method's study should have (finished studies are reused)")
+    co.add_argument("--seeds", type=int, default=1, help="scenario seeds seed, seed+1, ...; mean ± std over them")
+    co.add_argument("--budget-levels", default="0.02,0.04,0.06,0.08,0.1",
+                    help="budget levels (fractions of retraining) of the removal-by-budget curve")
+    co.add_argument("--budget-max", type=float, default=0.1, help="largest budget a trial may draw")
+    co.add_argument("--storage", default="optuna_journal.log", help="Optuna storage (as for tune)")
+    co.add_argument("--utility-tolerance", type=float, default=0.02,
+                    help="a trial is infeasible if test accuracy drops more than this below the poisoned model's")
+    _add_scenario_args(co)
+    co.set_defaults(func=cmd_compare)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep our progress lines readable
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,

@@ -98,3 +98,61 @@ def importances(names: Sequence[str], values: Sequence[float], title: str) -> tu
     pf = go.Figure(go.Bar(x=list(values), y=list(names), orientation="h"))
     pf.update_layout(title=title, xaxis_title="importance")
     return fig, pf
+
+
+def removal_by_budget(
+    levels: Sequence[float], curves: dict[str, tuple[Sequence[float], Sequence[float]]], title: str
+) -> tuple[Figure, go.Figure]:
+    """The study's central figure: best removal found within each budget level, one line per method.
+
+    ``curves``: method -> (mean removal per level, std per level; NaN std when one seed). References: retraining
+    removes all (1, at a cost of 1.0), no unlearning removes none (0)."""
+    x = np.asarray(levels, float) * 100
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    pf = go.Figure()
+    for name, (mean, std) in curves.items():
+        m, s = np.asarray(mean, float), np.asarray(std, float)
+        ax.plot(x, m, marker="o", label=name)
+        if np.isfinite(s).any():
+            ax.fill_between(x, m - np.nan_to_num(s), m + np.nan_to_num(s), alpha=0.15)
+        pf.add_scatter(x=x, y=m, mode="lines+markers", name=name,
+                       error_y={"type": "data", "array": np.nan_to_num(s), "visible": bool(np.isfinite(s).any())})
+    ax.axhline(1.0, color="black", ls="--", lw=1, label="retrain (budget 100%)")
+    ax.axhline(0.0, color="gray", ls=":", lw=1, label="no unlearning")
+    ax.set_xlabel("compute budget (% of retraining)")
+    ax.set_ylabel("best poison removal found")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    pf.add_hline(y=1.0, line_dash="dash", annotation_text="retrain")
+    pf.add_hline(y=0.0, line_dash="dot", annotation_text="no unlearning")
+    pf.update_layout(title=title, xaxis_title="compute budget (% of retraining)", yaxis_title="best poison removal")
+    return fig, pf
+
+
+def labelled_scatter(
+    names: Sequence[str], x: Sequence[float], y: Sequence[float], xlabel: str, ylabel: str, title: str,
+    hlines: Sequence[tuple[float, str]] = (), vlines: Sequence[tuple[float, str]] = (),
+) -> tuple[Figure, go.Figure]:
+    """One labelled point per method (e.g. GUS z against MIA TPR: 'forgotten' by MIA, still poisoned by GUS)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.scatter(x, y)
+    for n, xi, yi in zip(names, x, y, strict=True):
+        ax.annotate(n, (xi, yi), fontsize=8, xytext=(3, 3), textcoords="offset points")
+    for v, lab in hlines:
+        ax.axhline(v, color="gray", ls="--", lw=1, label=lab)
+    for v, lab in vlines:
+        ax.axvline(v, color="gray", ls=":", lw=1, label=lab)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if hlines or vlines:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    pf = go.Figure(go.Scatter(x=list(x), y=list(y), mode="markers+text", text=list(names), textposition="top center"))
+    for v, lab in hlines:
+        pf.add_hline(y=v, line_dash="dash", annotation_text=lab)
+    for v, lab in vlines:
+        pf.add_vline(x=v, line_dash="dot", annotation_text=lab)
+    pf.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel)
+    return fig, pf

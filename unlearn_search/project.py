@@ -65,8 +65,10 @@ def render() -> str:
     from .methods import METHODS
 
     entries = [
-        _entry("main", "The main job on the embedded default: today `poison` (the full study replaces it later).",
-               "poison", ["poison"]),
+        _entry("main", "The whole study on the embedded default: scenario, the paper's eight methods tuned, compared.",
+               "compare", ["compare"]),
+        _entry("compare", "Every method tuned at its best (studies reused), against no unlearning and retraining.",
+               "compare", ["compare"]),
         _entry("poison", "Build a scenario: poisons, the poisoned and retrained models, their scores, the registry.",
                "poison", ["poison"]),
     ]

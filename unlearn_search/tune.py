@@ -19,7 +19,16 @@ from . import plots, tracking
 from .context import RunContext
 from .methods import METHODS
 from .scenario import ScenarioConfig
-from .search import TuneConfig, best_trial, is_feasible, make_objective, open_study, pareto_trials, split_params
+from .search import (
+    TuneConfig,
+    best_trial,
+    feasible_trials,
+    is_feasible,
+    make_objective,
+    open_study,
+    pareto_trials,
+    split_params,
+)
 from .store import References, ensure_references
 from .unlearning import unlearn
 
@@ -57,12 +66,23 @@ class MlflowTrialReporter:
                  time.perf_counter() - self.t_trial)
 
 
-def run_tune(tc: TuneConfig, cfg: ScenarioConfig, ctx: RunContext, experiment: str | None) -> dict[str, Any]:
+def run_tune(
+    tc: TuneConfig,
+    cfg: ScenarioConfig,
+    ctx: RunContext,
+    experiment: str | None,
+    nested: bool = False,
+    top_up: bool = False,
+) -> dict[str, Any]:
+    """Run (or continue) the study and log it. ``top_up``: only run what the study lacks to reach ``n_trials``
+    finished trials (how `compare` reuses finished studies); otherwise add ``n_trials`` more. ``nested``: log
+    under the active run (compare's) instead of configuring tracking and starting a top-level run."""
     method = METHODS.get(tc.method)
-    tracking.configure(experiment)
+    if not nested:
+        tracking.configure(experiment)
     study_name = tc.name_for(cfg.hash)
     tags = {"entry_point": "tune", "method": tc.method, "scenario_hash": cfg.hash, "study": study_name}
-    with tracking.run(f"tune-{study_name}", tags=tags):
+    with tracking.run(f"tune-{study_name}", tags=tags, nested=nested):
         tracking.log_params({**cfg.to_flat(), "method": tc.method, "n_trials": tc.n_trials, "timeout": tc.timeout,
                              "budget_max": tc.budget_max, "sampler.seed": tc.seed, "mode": tc.mode,
                              "utility_tolerance": tc.utility_tolerance})
@@ -73,25 +93,36 @@ def run_tune(tc: TuneConfig, cfg: ScenarioConfig, ctx: RunContext, experiment: s
         retrain_scores = sc.attack.scores(refs.models["retrain"], sc.data, sc.poisoning, ctx)
         for role in ("poisoned", "retrain"):
             tracking.log_metrics(refs.metrics[role], prefix=f"{role}.")
-        n_before = len(study.trials)
+        finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        n_run = max(tc.n_trials - len(finished), 0) if top_up else tc.n_trials
+        tracking.set_tags({"reused_trials": str(len(finished)), "new_trials": str(n_run)})
         writer = tracking.ChildRunWriter()
-        reporter = MlflowTrialReporter(study_name, tc.n_trials, writer)
+        reporter = MlflowTrialReporter(study_name, n_run, writer)
         objective = make_objective(tc, method, sc, refs.models["poisoned"], refs.metrics, retrain_scores, ctx,
                                    reporter)
-        log.info("study %s: %d trials so far; running %d more (storage %s)", study_name, n_before, tc.n_trials,
+        log.info("study %s: %d trials so far; running %d more (storage %s)", study_name, len(finished), n_run,
                  tracking.redact_uri(tc.storage))
         try:
-            study.optimize(objective, n_trials=tc.n_trials, timeout=tc.timeout or None, catch=(Exception,))
+            if n_run:
+                study.optimize(objective, n_trials=n_run, timeout=tc.timeout or None, catch=(Exception,))
         finally:
             writer.close()
-        summary = summarise(study, tc, refs, retrain_scores, ctx)
+        # A topped-up study that needed no new trial is reused as it is: no new plots, no new model version.
+        summary = summarise(study, tc, refs, retrain_scores, ctx, artifacts=not (top_up and n_run == 0))
+        summary["new_trials"] = n_run
     return summary
 
 
 def summarise(
-    study: optuna.Study, tc: TuneConfig, refs: References, retrain_scores: np.ndarray, ctx: RunContext
+    study: optuna.Study,
+    tc: TuneConfig,
+    refs: References,
+    retrain_scores: np.ndarray,
+    ctx: RunContext,
+    artifacts: bool = True,
 ) -> dict[str, Any]:
-    """Everything the parent run shows: counts, best trial, verdict, plots, trials table, registered best model."""
+    """Everything the parent run shows: counts, best trial, verdict, plots, trials table, registered best model
+    (plots, table and model only with ``artifacts``)."""
     trials = study.get_trials(deepcopy=False)
     states: dict[str, float] = {}
     for t in trials:
@@ -100,12 +131,14 @@ def summarise(
             s = "infeasible"
         states[s] = states.get(s, 0) + 1
     tracking.log_metrics({f"n_trials_{k}": v for k, v in states.items()} | {"n_trials_total": len(trials)})
-    _log_trials_table(trials)
     best = best_trial(study)
     sc = refs.scenario
     key = sc.attack.removal_metric
-    result: dict[str, Any] = {"study": study.study_name, "states": states, "best": None}
-    _plots(study, tc, refs, retrain_scores, best, ctx)
+    result: dict[str, Any] = {"study": study.study_name, "states": states, "best": None,
+                              "feasible": [dict(t.user_attrs["metrics"]) for t in feasible_trials(study)]}
+    if artifacts:
+        _log_trials_table(trials)
+        _plots(study, tc, refs, retrain_scores, best, ctx)
     if best is None:
         verdict = (f"no trial kept utility (test accuracy within {tc.utility_tolerance} of the poisoned model's); "
                    "no best-case removal to report")
@@ -127,6 +160,9 @@ def summarise(
                  for t in pareto_trials(study)]
         tracking.log_text(json.dumps(front, indent=1), "pareto_front.json")
         result["pareto"] = front
+    result.update({"best": best.number, "best_metrics": bm, "verdict": verdict})
+    if not artifacts:
+        return result
     model = _rerun(best, tc, refs, retrain_scores, ctx)
     mv = tracking.log_model(model, sc.spec, tc.method, input_example=sc.data.x_test[:2],
                             tags={"study": study.study_name, "trial": str(best.number),
@@ -134,8 +170,7 @@ def summarise(
                                   "source_model": str(refs.versions["poisoned"]),
                                   "params": json.dumps(best.params)})
     tracking.set_alias(tc.method, "best", str(mv.version))
-    result.update({"best": best.number, "best_metrics": bm, "verdict": verdict,
-                   "registered": f"{mv.name}/{mv.version}"})
+    result["registered"] = f"{mv.name}/{mv.version}"
     _print_summary(study, refs, best, key)
     print(verdict)
     return result

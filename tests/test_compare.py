@@ -1,0 +1,81 @@
+"""compare: the table equals the underlying runs' metrics; a second compare reuses the finished studies."""
+
+from __future__ import annotations
+
+import math
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from unlearn_search import cli, report
+from unlearn_search.errors import UsageError
+
+ARGS = ["compare", "--methods", "gd,ga", "--n-trials", "2", "--train-epochs", "3", "--storage", "j.log"]
+
+
+def test_table_matches_trial_runs_and_second_compare_reuses_studies(mlflow_store, capsys):
+    assert cli.main(ARGS) == 0
+    out = capsys.readouterr().out
+    assert "| no unlearning |" in out and "| gd |" in out and "| retrain |" in out
+    (parent,) = mlflow.search_runs(search_all_experiments=True, filter_string="tags.entry_point = 'compare'")[
+        "run_id"]
+    client = MlflowClient()
+    arts = {a.path for a in client.list_artifacts(parent)} | {a.path for a in client.list_artifacts(parent, "plots")}
+    assert {"comparison.md", "comparison.csv", "plots/removal_by_budget.png", "plots/removal_by_budget.html",
+            "plots/gus_vs_mia.png", "plots/accuracy_vs_removal.html"} <= arts
+    metrics = client.get_run(parent).data.metrics
+    checked = 0
+    for method in ("gd", "ga"):
+        tune_runs = mlflow.search_runs(search_all_experiments=True, filter_string=(
+            f"tags.mlflow.parentRunId = '{parent}' and tags.method = '{method}'"))
+        assert len(tune_runs) == 1
+        tune = client.get_run(tune_runs["run_id"][0])
+        if "best_trial" not in tune.data.tags:
+            assert f"{method}.removal" not in metrics  # no feasible trial: no row values
+            continue
+        trial = mlflow.search_runs(search_all_experiments=True, filter_string=(
+            f"tags.mlflow.parentRunId = '{tune.info.run_id}' and tags.trial = '{tune.data.tags['best_trial']}'"))
+        trial_metrics = client.get_run(trial["run_id"][0]).data.metrics
+        for key in ("removal", "test_acc", "gus_z", "gus_tpr_at_1fpr", "mia_tpr_at_1fpr", "budget_used"):
+            assert metrics[f"{method}.{key}"] == pytest.approx(trial_metrics[key], rel=1e-9), (method, key)
+        checked += 1
+    assert checked >= 1, "no method had a feasible trial: the table check did not run"
+    poisoned = client.get_run(mlflow.search_runs(search_all_experiments=True, filter_string=(
+        "tags.role = 'poisoned'"))["run_id"][0]).data.metrics
+    assert metrics["no_unlearning.gus_z"] == pytest.approx(poisoned["gus_z"])
+
+    # again: every study already has its trials, so none is run and no new model version is registered
+    n_versions = len(client.search_model_versions("name = 'unlearn_search.gd'"))
+    assert cli.main(ARGS) == 0
+    second = mlflow.search_runs(search_all_experiments=True, filter_string=(
+        "tags.entry_point = 'tune' and tags.new_trials = '0'"))
+    assert len(second) == 2
+    assert len(client.search_model_versions("name = 'unlearn_search.gd'")) == n_versions
+
+
+def test_aggregate_over_seeds_by_hand():
+    per_seed = [
+        {"a": {"removal": 0.2, "poison_removed": 0.0}, "b": None},
+        {"a": {"removal": 0.4, "poison_removed": 1.0}, "b": {"removal": 0.9, "poison_removed": 1.0}},
+    ]
+    a, b = report.aggregate(per_seed, ["a", "b"])
+    assert a.mean["removal"] == pytest.approx(0.3) and a.std["removal"] == pytest.approx(math.sqrt(0.02))
+    assert (a.n, a.removed, a.missing) == (2, 1, 0)
+    assert (b.n, b.removed, b.missing) == (1, 1, 1) and "removal" not in b.std
+    assert report.verdict_cell(a) == "removed in 1/2"
+
+
+def test_best_at_levels():
+    feas = [{"removal": 0.1, "budget_used": 0.01}, {"removal": 0.5, "budget_used": 0.05},
+            {"removal": 0.3, "budget_used": 0.03}]
+    got = report.best_at_levels(feas, [0.005, 0.02, 0.04, 0.1])
+    assert math.isnan(got[0]) and got[1:] == [0.1, 0.3, 0.5]
+
+
+@pytest.mark.parametrize("text, needle", [("gd,magic", "unknown method 'magic'"), ("none", "reference row")])
+def test_bad_methods(text, needle):
+    from unlearn_search.compare import parse_methods
+
+    with pytest.raises(UsageError, match=needle):
+        parse_methods(text)

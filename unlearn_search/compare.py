@@ -1,0 +1,127 @@
+"""The ``compare`` job: every method tuned at its best, side by side with no unlearning and retraining.
+
+For each scenario seed and each method it runs or reuses the method's tune study (the same study names as `tune`,
+topped up to ``n_trials`` finished trials, so finished studies are not redone) as a nested run, then tabulates the
+best feasible trial per method, the best removal within each budget level, and plots them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from . import plots, report, tracking
+from .context import RunContext
+from .errors import UsageError, check_range
+from .methods import METHODS
+from .scenario import ScenarioConfig
+from .search import TuneConfig
+from .store import ensure_references
+from .tune import run_tune
+
+log = logging.getLogger(__name__)
+
+#: The paper's eight methods (the default list); `none` and `retrain` are the table's reference rows.
+PAPER_METHODS = ("gd", "ngd", "ga", "eu_k", "cf_k", "scrub", "neggrad_plus", "ssd")
+#: Budget levels of the paper's figures (fractions of retraining compute).
+DEFAULT_LEVELS = (0.02, 0.04, 0.06, 0.08, 0.10)
+
+
+def parse_methods(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()] if text and text != "all" else list(PAPER_METHODS)
+    for n in names:
+        if n in ("none", "retrain"):
+            raise UsageError(f"method {n!r} is a reference row of every comparison; valid: {', '.join(PAPER_METHODS)}")
+        METHODS.get(n)
+    if not names:
+        raise UsageError(f"no method given; valid: all or a comma-separated list of {', '.join(PAPER_METHODS)}")
+    return names
+
+
+def parse_levels(text: str) -> list[float]:
+    try:
+        levels = sorted(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"budget_levels={text!r} is not a list of numbers; valid: e.g. 0.02,0.04,0.1") from None
+    for lv in levels:
+        check_range("budget level", lv, low=0, high=1, low_open=True)
+    return levels
+
+
+def run_compare(
+    methods: list[str],
+    base: ScenarioConfig,
+    seeds: int,
+    levels: list[float],
+    tune_template: TuneConfig,
+    ctx: RunContext,
+    experiment: str | None,
+) -> dict[str, Any]:
+    check_range("seeds", seeds, low=1)
+    tracking.configure(experiment)
+    tags = {"entry_point": "compare", "scenario_hash": base.hash}
+    with tracking.run(f"compare-{base.hash[:8]}", tags=tags):
+        tracking.log_params({**base.to_flat(), "methods": ",".join(methods), "seeds": seeds,
+                             "budget_levels": ",".join(f"{x:g}" for x in levels), "n_trials": tune_template.n_trials,
+                             "budget_max": tune_template.budget_max,
+                             "utility_tolerance": tune_template.utility_tolerance})
+        per_seed: list[dict[str, dict[str, float] | None]] = []
+        curves: dict[str, list[list[float]]] = {m: [] for m in methods}
+        hashes = []
+        for seed in range(base.seed, base.seed + seeds):
+            cfg = dataclasses.replace(base, seed=seed)
+            hashes.append(cfg.hash)
+            sctx = RunContext(seed=seed, device=ctx.device)
+            refs = ensure_references(cfg, sctx)
+            rows: dict[str, dict[str, float] | None] = {
+                "no unlearning": {**refs.metrics["poisoned"], "removal": 0.0, "budget_used": 0.0},
+            }
+            for m in methods:
+                log.info("seed %d: %s", seed, m)
+                tc = dataclasses.replace(tune_template, method=m, seed=seed, study_name="")
+                summary = run_tune(tc, cfg, sctx, experiment, nested=True, top_up=True)
+                rows[m] = summary.get("best_metrics")
+                curves[m].append(report.best_at_levels(summary["feasible"], levels))
+            rows["retrain"] = {**refs.metrics["retrain"], "removal": 1.0, "budget_used": 1.0}
+            per_seed.append(rows)
+        tracking.set_tags({"scenario_hashes": ",".join(hashes)})
+        order = ["no unlearning", *methods, "retrain"]
+        table = report.aggregate(per_seed, order)
+        md = report.markdown(table, seeds)
+        tracking.log_text(md, "comparison.md")
+        tracking.log_text(report.csv(table), "comparison.csv")
+        for row in table:
+            for key, value in row.mean.items():
+                if math.isfinite(value):
+                    tracking.log_metrics({f"{row.name.replace(' ', '_')}.{key}": value})
+        _plots(table, curves, levels)
+    print(md)
+    return {"table": table, "curves": curves, "markdown": md}
+
+
+def _plots(table: list[report.Row], curves: dict[str, list[list[float]]], levels: list[float]) -> None:
+    mean_std = {}
+    for m, per_seed in curves.items():
+        arr = np.array(per_seed, dtype=float)  # (seeds, levels)
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(arr, axis=0) if np.isfinite(arr).any() else np.full(len(levels), np.nan)
+            std = np.nanstd(arr, axis=0, ddof=1) if len(arr) > 1 else np.full(len(levels), np.nan)
+        mean_std[m] = (mean.tolist(), std.tolist())
+    tracking.log_figures("removal_by_budget", plots.removal_by_budget(
+        levels, mean_std, "Best poison removal found within each compute budget"))
+    rows = [r for r in table if "gus_z" in r.mean and "mia_tpr_at_1fpr" in r.mean]
+    if rows:
+        tracking.log_figures("gus_vs_mia", plots.labelled_scatter(
+            [r.name for r in rows], [r.mean["mia_tpr_at_1fpr"] for r in rows], [r.mean["gus_z"] for r in rows],
+            "MIA TPR at 1% FPR (forget vs test)", "GUS z (poison evidence)",
+            "MIA says 'forgotten' where GUS still detects the poison",
+            hlines=[(1.645, "GUS z one-sided 5% threshold")], vlines=[(0.01, "MIA at chance (TPR = FPR)")]))
+    rows = [r for r in table if "removal" in r.mean and "test_acc" in r.mean]
+    if rows:
+        tracking.log_figures("accuracy_vs_removal", plots.labelled_scatter(
+            [r.name for r in rows], [r.mean["removal"] for r in rows], [r.mean["test_acc"] for r in rows],
+            "poison removal (0 = none, 1 = retrain)", "test accuracy", "Utility against removal"))
