@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -107,8 +108,9 @@ def _plots(table: list[report.Row], curves: dict[str, list[list[float]]], levels
     mean_std = {}
     for m, per_seed in curves.items():
         arr = np.array(per_seed, dtype=float)  # (seeds, levels)
-        with np.errstate(all="ignore"):
-            mean = np.nanmean(arr, axis=0) if np.isfinite(arr).any() else np.full(len(levels), np.nan)
+        with warnings.catch_warnings():  # a level no trial reached is an all-NaN column: NaN is the right answer
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(arr, axis=0)
             std = np.nanstd(arr, axis=0, ddof=1) if len(arr) > 1 else np.full(len(levels), np.nan)
         mean_std[m] = (mean.tolist(), std.tolist())
     tracking.log_figures("removal_by_budget", plots.removal_by_budget(
