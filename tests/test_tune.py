@@ -174,3 +174,10 @@ def test_bad_input_is_one_line_and_creates_nothing(mlflow_store, capsys, argv, n
     assert "hunter2" not in err
     assert not Path("mlflow.db").exists() and not Path("optuna.db").exists()
     assert not Path("optuna_journal.log").exists()
+
+
+def test_storage_passwords_are_redacted_and_env_vars_expanded(monkeypatch):
+    assert tracking.redact_uri("postgresql://bob:hunter2@db:5432/optuna") == "postgresql://bob:***@db:5432/optuna"
+    assert tracking.redact_uri("sqlite:///optuna.db") == "sqlite:///optuna.db"
+    monkeypatch.setenv("PGPASSWORD", "hunter2")
+    assert search.expand_storage("postgresql://bob:${PGPASSWORD}@db/o") == "postgresql://bob:hunter2@db/o"

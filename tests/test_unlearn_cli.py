@@ -47,6 +47,8 @@ def test_unlearn_on_a_fresh_store_builds_the_scenario_logs_and_registers(mlflow_
         (["--method", "gd", "--budget", "1.5"], "budget=1.5 is out of range; valid: (0, 1]"),
         (["--method", "gd", "--alpha", "1"], "unrecognized arguments: --alpha"),
         (["--method", "scrub", "--temperature", "0"], "temperature"),
+        (["--method", "eu_k", "--k", "4"], "k=4 is out of range for a model with 3 blocks; valid: 1..3"),
+        (["--method", "cf_k", "--k", "0"], "k=0 is out of range"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(mlflow_store, capsys, argv, needle):
