@@ -54,5 +54,5 @@ def test_bad_config(params, needle):
 
 
 def test_unknown_attack_lists_choices():
-    with pytest.raises(UsageError, match="unknown attack 'nope'; valid: gaussian"):
+    with pytest.raises(UsageError, match="unknown attack 'nope'; valid: backdoor, gaussian"):
         ATTACKS.get("nope")

@@ -68,7 +68,8 @@ def test_poison_registers_both_references_then_reuses_them(mlflow_store, monkeyp
     [
         (["--dataset", "mnist"], "unknown dataset 'mnist'; valid: digits"),
         (["--model", "resnet"], "unknown model 'resnet'; valid: cnn, mlp"),
-        (["--attack", "flip"], "unknown attack 'flip'; valid: gaussian"),
+        (["--attack", "flip"], "unknown attack 'flip'; valid: backdoor, gaussian"),
+        (["--attack-params", "trigger=x"], "unknown attack parameter(s) trigger for attack 'gaussian'"),
         (["--poison-fraction", "0"], "poison_fraction=0.0 is out of range; valid: (0, 1)"),
         (["--poison-fraction", "1.5"], "poison_fraction=1.5 is out of range; valid: (0, 1)"),
         (["--eps", "0"], "eps=0.0 is out of range; valid: (0, inf)"),

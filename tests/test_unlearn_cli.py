@@ -64,3 +64,16 @@ def _exit_code(argv: list[str]) -> int:
         return cli.main(argv)
     except SystemExit as e:
         return int(e.code or 0)
+
+
+def test_unlearn_on_the_backdoor_attack_uses_its_own_metric(mlflow_store, capsys):
+    assert cli.main(["unlearn", "--method", "gd", "--attack", "backdoor", "--budget", "0.1", "--register", "false",
+                     "--train-epochs", "15"]) == 0
+    assert "backdoor_asr:" in capsys.readouterr().out
+    (run_id,) = mlflow.search_runs(search_all_experiments=True, filter_string="tags.entry_point = 'unlearn'")[
+        "run_id"]
+    m = MlflowClient().get_run(run_id).data.metrics
+    assert "gus_z" not in m and "backdoor_asr" in m and m["poisoned.backdoor_asr"] > m["retrain.backdoor_asr"]
+    expected = (m["poisoned.backdoor_asr"] - m["backdoor_asr"]) / (m["poisoned.backdoor_asr"] - m["retrain.backdoor_asr"])
+    assert m["removal"] == pytest.approx(expected)
+    assert not MlflowClient().search_model_versions("name = 'unlearn_search.gd'")  # register=false

@@ -33,9 +33,13 @@ def _add_scenario_args(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("scenario (what is poisoned and how the references are trained)")
     s.add_argument("--dataset", default="digits", help="dataset name (default: digits)")
     s.add_argument("--model", default="mlp", help="mlp, cnn or timm:<architecture> (default: mlp)")
-    s.add_argument("--attack", default="gaussian", help="poisoning attack (default: gaussian)")
-    s.add_argument("--poison-fraction", type=float, default=g.poison_fraction, help="fraction of training points")
-    s.add_argument("--eps", type=float, default=g.eps, help="Gaussian noise standard deviation (raw [0,1] inputs)")
+    s.add_argument("--attack", default="gaussian", help="poisoning attack: gaussian or backdoor (default: gaussian)")
+    s.add_argument("--poison-fraction", type=_optional_float, default="default",
+                   help=f"fraction of training points poisoned (default: the attack's; gaussian {g.poison_fraction})")
+    s.add_argument("--eps", type=_optional_float, default="default",
+                   help=f"perturbation size, e.g. Gaussian noise std on [0,1] inputs (default: the attack's; {g.eps})")
+    s.add_argument("--attack-params", type=_key_values, default="none",
+                   help="other attack parameters as key=value,key=value (e.g. target_class=3,patch_size=2)")
     s.add_argument("--train-epochs", type=int, default=t.epochs, help="epochs of the reference training recipe")
     s.add_argument("--train-batch-size", type=int, default=t.batch_size)
     s.add_argument("--train-optimizer", default=t.optimizer, help=f"one of {', '.join(OPTIMIZERS)}")
@@ -52,7 +56,8 @@ def scenario_from_args(a: argparse.Namespace) -> Any:
     from .training import TrainConfig
 
     train = TrainConfig(**{f.name: getattr(a, f"train_{f.name}") for f in fields(TrainConfig)})
-    attack_params = {"poison_fraction": a.poison_fraction, "eps": a.eps}
+    attack_params = {"poison_fraction": a.poison_fraction, "eps": a.eps, **a.attack_params}
+    attack_params = {k: v for k, v in attack_params.items() if v is not None}
     return ScenarioConfig(dataset=a.dataset, model=a.model, attack=a.attack, attack_params=attack_params,
                           train=train, seed=a.seed)
 
@@ -181,7 +186,7 @@ def _check_tolerance(value: float) -> None:
 
 def _print_table(title: str, columns: dict[str, dict[str, float]]) -> None:
     keys = ["test_acc", "retain_acc", "forget_acc", "gus", "gus_z", "gus_pvalue", "gus_tpr_at_1fpr", "gus_auc",
-            "mia_auc", "mia_tpr_at_1fpr", "budget_used", "removal"]
+            "backdoor_asr", "mia_auc", "mia_tpr_at_1fpr", "budget_used", "removal"]
     lines = [f"{'metric':<16}" + "".join(f"{r:>14}" for r in columns)]
     for k in keys:
         if any(k in m for m in columns.values()):
@@ -200,6 +205,36 @@ def method_params(method: Any) -> dict[str, tuple[Any, Any]]:
     out: dict[str, tuple[Any, Any]] = {}
     for f in fields(method.Config):
         out[f.name] = (_parser_type(hints[f.name]), f.default)
+    return out
+
+
+def _optional_float(v: str) -> float | None:
+    """A float, or None for 'default' / '' (the attack's own default)."""
+    if v.strip().lower() in ("", "default", "none"):
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {v!r}; valid: a number or 'default'") from None
+
+
+def _key_values(v: str) -> dict[str, Any]:
+    """'a=1,b=x' -> {'a': 1, 'b': 'x'} (numbers parsed); '' or 'none' -> {}."""
+    out: dict[str, Any] = {}
+    if v.strip().lower() in ("", "none"):
+        return out
+    for item in v.split(","):
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise argparse.ArgumentTypeError(f"invalid key=value item {item!r} in {v!r}")
+        parsed: Any = val.strip()
+        for cast in (int, float):
+            try:
+                parsed = cast(val)
+                break
+            except ValueError:
+                continue
+        out[key.strip()] = parsed
     return out
 
 

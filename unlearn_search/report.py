@@ -22,7 +22,13 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("gus_pvalue", "GUS p"),
     ("gus_tpr_at_1fpr", "GUS TPR@1%FPR"),
     ("mia_tpr_at_1fpr", "MIA TPR@1%FPR"),
+    ("backdoor_asr", "backdoor ASR"),
 )
+
+
+def _columns(rows: Sequence[Row]) -> list[tuple[str, str]]:
+    """The columns some row has a value for (an attack's own metrics appear only in its scenarios)."""
+    return [(k, t) for k, t in COLUMNS if any(k in r.mean for r in rows)]
 
 
 @dataclass
@@ -74,15 +80,16 @@ def verdict_cell(row: Row) -> str:
 
 def markdown(rows: Sequence[Row], n_seeds: int) -> str:
     spread = "± std over seeds" if n_seeds > 1 else "GUS ± its standard error over poisons"
-    head = ["method", *(title for _, title in COLUMNS), "poison removed"]
+    cols = _columns(rows)
+    head = ["method", *(title for _, title in cols), "poison removed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        lines.append("| " + " | ".join([r.name, *(_cell(r, k) for k, _ in COLUMNS), verdict_cell(r)]) + " |")
+        lines.append("| " + " | ".join([r.name, *(_cell(r, k) for k, _ in cols), verdict_cell(r)]) + " |")
     return "\n".join(lines) + f"\n\n({n_seeds} seed{'s' if n_seeds > 1 else ''}; {spread})\n"
 
 
 def csv(rows: Sequence[Row]) -> str:
-    keys = [k for k, _ in COLUMNS] + ["gus_se", "removal_pvalue"]
+    keys = [k for k, _ in _columns(rows)] + ["gus_se", "removal_pvalue"]
     head = ["method", "n_seeds", "removed", *keys, *(f"{k}_std" for k in keys)]
     out = [",".join(head)]
     for r in rows:

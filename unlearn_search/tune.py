@@ -220,6 +220,8 @@ def _plots(study: optuna.Study, tc: TuneConfig, refs: References, retrain_scores
     except (RuntimeError, ValueError) as e:  # too few completed trials, or no parameter varied
         log.info("no parameter importances: %s", e)
     sc = refs.scenario
+    if sc.attack.name != "gaussian":  # the I_z plot is GUS's; other attacks' scores are success indicators
+        return
     series = {"poisoned": sc.attack.scores(refs.models["poisoned"], sc.data, sc.poisoning, ctx)}
     if best is not None:
         series[f"best {tc.method} (trial {best.number})"] = sc.attack.scores(

@@ -65,16 +65,27 @@ class Poisoning:
 class Attack(ABC):
     """Base class of attacks; subclasses set ``Config`` and ``removal_metric`` and register themselves."""
 
+    name: ClassVar[str]
     Config: ClassVar[type]
     removal_metric: ClassVar[str]
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
 
+    #: Parameters every attack's command line carries; an attack whose config lacks one ignores it.
+    SHARED_PARAMS: ClassVar[tuple[str, ...]] = ("poison_fraction", "eps")
+
     @classmethod
     def config_from(cls, params: dict[str, Any]) -> Any:
-        """Build the config from a flat parameter dict, taking only the keys the config defines."""
+        """Build the config from a flat parameter dict. Unknown keys raise `UsageError` naming the valid ones,
+        except the shared command-line parameters, which an attack without them ignores."""
         names = {f.name for f in fields(cls.Config)}
+        unknown = sorted(k for k in params if k not in names and k not in Attack.SHARED_PARAMS)
+        if unknown:
+            from ..errors import UsageError
+
+            raise UsageError(f"unknown attack parameter(s) {', '.join(unknown)} for attack {cls.name!r}; "
+                             f"valid: {', '.join(sorted(names))}")
         return cls.Config(**{k: v for k, v in params.items() if k in names and v is not None})
 
     @abstractmethod
@@ -99,6 +110,7 @@ class Attack(ABC):
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 
+from . import backdoor as _backdoor  # noqa: E402,F401  (registers "backdoor")
 from . import gaussian as _gaussian  # noqa: E402,F401  (registers "gaussian")
 
 __all__ = ["ATTACKS", "Attack", "Poisoning"]

@@ -35,6 +35,7 @@ class GaussianConfig:
 
 @ATTACKS.register("gaussian")
 class GaussianPoisoning(Attack):
+    name = "gaussian"
     Config = GaussianConfig
     removal_metric = "gus_z"
     cfg: GaussianConfig

@@ -1,0 +1,85 @@
+"""Backdoor: BadNets-style patch trigger with relabelling (Gu, Dolan-Gavitt, Garg 2017; PAPER.md 3.4).
+
+Threat model: the attacker stamps a small square trigger (``patch_size`` x ``patch_size`` pixels set to
+``patch_value`` in every channel, bottom-right corner) onto exactly ``round(poison_fraction * n_train)`` training
+points drawn from classes other than ``target_class``, and relabels them ``target_class``. The originals are
+removed; the triggered, relabelled copies are the forget set.
+
+Metric: ``backdoor_asr``, the attack success rate: the fraction of triggered test inputs whose true class is not
+the target that the model classifies as the target. Clean accuracy is the usual ``test_acc``. The per-input
+success indicators are the paired scores of the verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..context import RunContext
+from ..data import Dataset
+from ..errors import UsageError, check_range
+from ..training import predict_logits
+from . import ATTACKS, Attack, Poisoning
+
+
+@dataclass(frozen=True)
+class BackdoorConfig:
+    poison_fraction: float = 0.05
+    target_class: int = 0
+    patch_size: int = 2
+    patch_value: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_range("poison_fraction", self.poison_fraction, low=0, high=1, low_open=True, high_open=True)
+        check_range("target_class", self.target_class, low=0)
+        check_range("patch_size", self.patch_size, low=1)
+
+
+def apply_trigger(x: torch.Tensor, patch_size: int, value: float) -> torch.Tensor:
+    """A copy of ``x`` (N, C, H, W) with the bottom-right ``patch_size`` square set to ``value``."""
+    out = x.clone()
+    out[..., -patch_size:, -patch_size:] = value
+    return out
+
+
+@ATTACKS.register("backdoor")
+class BackdoorPoisoning(Attack):
+    name = "backdoor"
+    Config = BackdoorConfig
+    removal_metric = "backdoor_asr"
+    cfg: BackdoorConfig
+
+    def _check(self, data: Dataset) -> None:
+        if self.cfg.target_class >= data.n_classes:
+            raise UsageError(f"target_class={self.cfg.target_class} is out of range; valid: 0..{data.n_classes - 1}")
+        if self.cfg.patch_size > min(data.input_shape[1:]):
+            raise UsageError(f"patch_size={self.cfg.patch_size} is larger than the {data.input_shape[1:]} images")
+
+    def craft(self, data: Dataset, ctx: RunContext) -> Poisoning:
+        self._check(data)
+        candidates = torch.nonzero(data.y_train != self.cfg.target_class).flatten()
+        k = round(self.cfg.poison_fraction * len(data.x_train))
+        if not 1 <= k <= len(candidates):
+            raise UsageError(
+                f"poison_fraction={self.cfg.poison_fraction} gives {k} poisons; valid: 1..{len(candidates)} poisons")
+        gen = ctx.generator(offset=103)
+        indices = candidates[torch.randperm(len(candidates), generator=gen)[:k]].sort().values
+        x_poison = apply_trigger(data.x_train[indices], self.cfg.patch_size, self.cfg.patch_value)
+        y_poison = torch.full((k,), self.cfg.target_class, dtype=data.y_train.dtype)
+        return Poisoning(indices=indices, x_poison=x_poison, y_poison=y_poison)
+
+    def _triggered_test(self, data: Dataset) -> torch.Tensor:
+        keep = data.y_test != self.cfg.target_class
+        return apply_trigger(data.x_test[keep], self.cfg.patch_size, self.cfg.patch_value)
+
+    def scores(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> np.ndarray:
+        """1 for each triggered non-target test input classified as the target class, else 0."""
+        pred = predict_logits(model, self._triggered_test(data), ctx.device).argmax(1)
+        return (pred == self.cfg.target_class).double().numpy()
+
+    def evaluate(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> dict[str, float]:
+        hits = self.scores(model, data, poisoning, ctx)
+        return {"backdoor_asr": float(hits.mean()), "backdoor_n_triggered": float(len(hits))}
