@@ -74,6 +74,7 @@ def test_unlearn_on_the_backdoor_attack_uses_its_own_metric(mlflow_store, capsys
         "run_id"]
     m = MlflowClient().get_run(run_id).data.metrics
     assert "gus_z" not in m and "backdoor_asr" in m and m["poisoned.backdoor_asr"] > m["retrain.backdoor_asr"]
-    expected = (m["poisoned.backdoor_asr"] - m["backdoor_asr"]) / (m["poisoned.backdoor_asr"] - m["retrain.backdoor_asr"])
+    p, r = m["poisoned.backdoor_asr"], m["retrain.backdoor_asr"]
+    expected = (p - m["backdoor_asr"]) / (p - r)
     assert m["removal"] == pytest.approx(expected)
     assert not MlflowClient().search_model_versions("name = 'unlearn_search.gd'")  # register=false
