@@ -46,12 +46,12 @@ def test_table_matches_trial_runs_and_second_compare_reuses_studies(mlflow_store
     assert metrics["no_unlearning.gus_z"] == pytest.approx(poisoned["gus_z"])
 
     # again: every study already has its trials, so none is run and no new model version is registered
-    n_versions = len(client.search_model_versions("name = 'unlearn_search.gd'"))
+    n_versions = len(client.search_model_versions("name = 'unlearn_search.unlearned.gd'"))
     assert cli.main(ARGS) == 0
     second = mlflow.search_runs(search_all_experiments=True, filter_string=(
         "tags.entry_point = 'tune' and tags.new_trials = '0'"))
     assert len(second) == 2
-    assert len(client.search_model_versions("name = 'unlearn_search.gd'")) == n_versions
+    assert len(client.search_model_versions("name = 'unlearn_search.unlearned.gd'")) == n_versions
 
 
 def test_aggregate_over_seeds_by_hand():

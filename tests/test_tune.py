@@ -56,7 +56,7 @@ def test_tune_logs_parent_and_children_and_resumes(mlflow_store, capsys):
     assert "trials.csv" in {a.path for a in MlflowClient().list_artifacts(pid)}
     run = MlflowClient().get_run(pid)
     if "best_trial" in run.data.tags:
-        mv = MlflowClient().get_model_version_by_alias(tracking.registered_name("gd"), "best")
+        mv = MlflowClient().get_model_version_by_alias(tracking.registered_name(tracking.unlearned_role("gd")), "best")
         assert mv.tags["study"] == "s1" and mv.tags["trial"] == run.data.tags["best_trial"]
     # resume: the same study name continues the study with n_trials more; references are not retrained
     assert cli.main([*args[:4], "2", *args[5:]]) == 0

@@ -32,7 +32,7 @@ def test_unlearn_on_a_fresh_store_builds_the_scenario_logs_and_registers(mlflow_
     expected = (m["poisoned.gus_z"] - m["gus_z"]) / (m["poisoned.gus_z"] - m["retrain.gus_z"])
     assert m["removal"] == pytest.approx(expected)
     # the unlearned model is registered with lineage
-    (mv,) = MlflowClient().search_model_versions(f"name = '{tracking.registered_name('gd')}'")
+    (mv,) = MlflowClient().search_model_versions(f"name = '{tracking.registered_name(tracking.unlearned_role('gd'))}'")
     assert mv.tags["method"] == "gd" and mv.tags["source_model"] == f"{tracking.registered_name('poisoned')}/1"
     assert mv.tags["scenario_hash"] == run.data.tags["scenario_hash"]
     assert json.loads(mv.tags["config"])["lr"] == 0.05
@@ -77,4 +77,14 @@ def test_unlearn_on_the_backdoor_attack_uses_its_own_metric(mlflow_store, capsys
     p, r = m["poisoned.backdoor_asr"], m["retrain.backdoor_asr"]
     expected = (p - m["backdoor_asr"]) / (p - r)
     assert m["removal"] == pytest.approx(expected)
-    assert not MlflowClient().search_model_versions("name = 'unlearn_search.gd'")  # register=false
+    assert not MlflowClient().search_model_versions("name = 'unlearn_search.unlearned.gd'")  # register=false
+
+
+def test_the_retrain_method_never_replaces_the_retrained_reference(mlflow_store, capsys):
+    """A (partial) retraining registered by the `retrain` method must not be found as the scenario's reference."""
+    assert cli.main(["unlearn", "--method", "retrain", "--budget", "0.2", *FAST]) == 0
+    assert cli.main(["poison", *FAST]) == 0
+    assert "(reused)" in capsys.readouterr().out
+    refs = MlflowClient().search_model_versions(f"name = '{tracking.registered_name('retrain')}'")
+    assert len(refs) == 1 and refs[0].tags["role"] == "retrain"
+    assert MlflowClient().search_model_versions("name = 'unlearn_search.unlearned.retrain'")

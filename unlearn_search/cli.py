@@ -135,7 +135,7 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
             lineage = {"scenario_hash": cfg.hash, "method": method.name, "source_model": str(src),
                        "retrain_model": str(ret), "budget": str(a.budget),
                        "config": json.dumps(cfg_params, default=str)}
-            mv = tracking.log_model(out.model, refs.scenario.spec, method.name,
+            mv = tracking.log_model(out.model, refs.scenario.spec, tracking.unlearned_role(method.name),
                                     input_example=refs.scenario.data.x_test[:2], tags=lineage)
             log.info("registered %s v%s", mv.name, mv.version)
     table = {"poisoned": refs.metrics["poisoned"], method.name: out.metrics, "retrain": refs.metrics["retrain"]}
@@ -301,6 +301,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _add_scenario_args(un)
     name = _method_from_argv(argv)
     if name is not None and name in METHODS:
+        un.set_defaults(budget=METHODS.get(name).default_budget)
         g = un.add_argument_group(f"{name} parameters")
         for field_name, (typ, default) in method_params(METHODS.get(name)).items():
             g.add_argument(f"--{field_name.replace('_', '-')}", dest=f"m_{field_name}", type=typ, default=default,

@@ -38,7 +38,7 @@ def find_references(cfg: ScenarioConfig, ctx: RunContext) -> References | None:
     """The registered references of ``cfg``'s scenario, loaded, or None if any is missing."""
     found = {}
     for role in ROLES:
-        versions = tracking.find_versions(role, {"scenario_hash": cfg.hash})
+        versions = tracking.find_versions(role, {"scenario_hash": cfg.hash, "role": role})
         if not versions:
             return None
         found[role] = versions[0]

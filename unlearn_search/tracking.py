@@ -39,8 +39,15 @@ REGISTRY_PREFIX = "unlearn_search"
 
 
 def registered_name(role: str) -> str:
-    """Registered-model name for a role: ``poisoned``, ``retrain`` or an unlearning method's name."""
+    """Registered-model name for a role: ``poisoned``, ``retrain`` (the scenario's references) or
+    ``unlearned.<method>`` (see `unlearned_role`)."""
     return f"{REGISTRY_PREFIX}.{role}"
+
+
+def unlearned_role(method: str) -> str:
+    """The registry role of a method's unlearned models; kept apart from the references, so that the ``retrain``
+    *method* (a possibly partial retraining) can never be mistaken for the scenario's retrained reference."""
+    return f"unlearned.{method}"
 
 
 def redact_uri(uri: str) -> str:

@@ -164,12 +164,12 @@ def summarise(
     if not artifacts:
         return result
     model = _rerun(best, tc, refs, retrain_scores, ctx)
-    mv = tracking.log_model(model, sc.spec, tc.method, input_example=sc.data.x_test[:2],
+    mv = tracking.log_model(model, sc.spec, tracking.unlearned_role(tc.method), input_example=sc.data.x_test[:2],
                             tags={"study": study.study_name, "trial": str(best.number),
                                   "scenario_hash": sc.config.hash, "method": tc.method,
                                   "source_model": str(refs.versions["poisoned"]),
                                   "params": json.dumps(best.params)})
-    tracking.set_alias(tc.method, "best", str(mv.version))
+    tracking.set_alias(tracking.unlearned_role(tc.method), "best", str(mv.version))
     result["registered"] = f"{mv.name}/{mv.version}"
     _print_summary(study, refs, best, key)
     print(verdict)

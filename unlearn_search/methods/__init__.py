@@ -105,6 +105,8 @@ class Method:
     #: Checks a config against the model it will run on (e.g. EU-k's k against the model's depth) before any work
     #: starts, raising `UsageError`; called by the entry points on an untrained model of the scenario's architecture.
     check: Callable[[Any, nn.Module], None] = lambda cfg, model: None
+    #: The entry point's default budget (fraction of retraining); 1.0 for ``retrain``, a complete retraining.
+    default_budget: float = 0.1
 
     def config(self, **params: Any) -> Any:
         """The config from keyword parameters (unknown names raise `UsageError`)."""
@@ -129,6 +131,7 @@ def register_method(
     config: type,
     search_space: Callable[[Any], dict[str, Any]] | None = None,
     check: Callable[[Any, nn.Module], None] | None = None,
+    default_budget: float = 0.1,
 ) -> Callable[[MethodFn], MethodFn]:
     """Decorator registering ``fn`` as method ``name`` with its config class, search space and model check."""
 
@@ -136,9 +139,7 @@ def register_method(
         import sys
 
         doc = (sys.modules[fn.__module__].__doc__ or name).strip().splitlines()[0]
-        method = Method(name, config, fn, search_space, doc)
-        if check is not None:
-            method = Method(name, config, fn, search_space, doc, check)
+        method = Method(name, config, fn, search_space, doc, check or (lambda cfg, model: None), default_budget)
         METHODS.register(name)(method)
         return fn
 

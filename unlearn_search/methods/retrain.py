@@ -35,7 +35,7 @@ def search_space(trial: Any) -> dict[str, Any]:
     return {}
 
 
-@register_method("retrain", RetrainConfig, search_space)
+@register_method("retrain", RetrainConfig, search_space, default_budget=1.0)
 def retrain(
     model: nn.Module,
     splits: Splits,
