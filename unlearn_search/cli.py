@@ -143,7 +143,7 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
     key = refs.scenario.attack.removal_metric
     print(f"removal {out.metrics['removal']:.3f} ({key}: poisoned {refs.metrics['poisoned'][key]:.3g}, "
           f"unlearned {out.metrics[key]:.3g}, retrain {refs.metrics['retrain'][key]:.3g}); "
-          f"poison {'removed' if removed else 'NOT removed'} (paired one-sided t-test vs retrain, "
+          f"poison {'removed' if removed else 'NOT removed'} ({refs.scenario.attack.residual_test}: "
           f"p = {out.metrics['removal_pvalue']:.3g})")
     return 0
 

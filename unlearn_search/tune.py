@@ -151,7 +151,7 @@ def summarise(
     detected = bm["removal_pvalue"] < 0.05
     verdict = (f"best removal found {bm['removal']:.3f} at budget {bm['budget_used']:.3f} (trial {best.number}); "
                f"retraining: 1.0; poison still detected: {'yes' if detected else 'no'} "
-               f"(paired t-test vs retrain p = {bm['removal_pvalue']:.3g}; {key}: poisoned "
+               f"({sc.attack.residual_test}: p = {bm['removal_pvalue']:.3g}; {key}: poisoned "
                f"{refs.metrics['poisoned'][key]:.3g}, best {bm[key]:.3g}, retrain {refs.metrics['retrain'][key]:.3g})")
     tracking.set_tags({"verdict": verdict, "best_trial": str(best.number)})
     tracking.log_text(verdict + "\n", "verdict.txt")

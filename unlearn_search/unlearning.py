@@ -51,7 +51,7 @@ def judge(
     m, scores = evaluate_with_scores(model, scenario, ctx)
     key = attack.removal_metric
     m["removal"] = verdict.removal(reference_metrics["poisoned"][key], reference_metrics["retrain"][key], m[key])
-    m["removal_pvalue"] = verdict.residual_pvalue(scores, retrain_scores)
+    m["removal_pvalue"] = attack.residual_pvalue(scores, retrain_scores)
     removed = verdict.poison_removed(m["removal_pvalue"], m["test_acc"], reference_metrics["poisoned"]["test_acc"],
                                      utility_tolerance=utility_tolerance)
     m["poison_removed"] = float(removed)

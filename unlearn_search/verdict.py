@@ -1,11 +1,15 @@
 """Poison removal and the verdict (PAPER.md section 5), as pure functions.
 
 ``removal`` puts the unlearned model on the line from the poisoned model (0) to the retrained one (1) on the
-attack's metric. ``poison_removed`` is the verdict: a paired one-sided t-test of the per-poison scores (for
-Gaussian poisoning, I_z on the same poisons and the same noise) of the unlearned model against the retrained one,
-H1: the unlearned model's scores are larger (the poison is still detectable). The poison counts as removed only if
-that test does not reject at ``level`` *and* test accuracy stays within ``utility_tolerance`` of the poisoned
-model's.
+attack's metric. ``poison_removed`` is the verdict: the attack's one-sided test that the poison is still there
+(`Attack.residual_pvalue`; for Gaussian poisoning, I_z against its exact N(0, 1) law for any model that never saw
+the noise, which is the retrained model's law) does not reject at ``level``, *and* test accuracy stays within
+``utility_tolerance`` of the poisoned model's.
+
+Why not a paired test against the one retrained model for GUS: two independently retrained models have strongly
+correlated I_z on the same poisons (similar input gradients), so a paired test detects the small difference
+between two *retrainings* (seen: p = 0.013 for a complete retraining judged against the reference); the N(0, 1)
+null has an exact 5% false-positive rate for any model that never saw the noise.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ def removal(poisoned: float, retrain: float, unlearned: float) -> float:
     return (poisoned - unlearned) / gap
 
 
-def residual_pvalue(scores_unlearned: np.ndarray, scores_retrain: np.ndarray) -> float:
+def paired_pvalue(scores_unlearned: np.ndarray, scores_retrain: np.ndarray) -> float:
     """One-sided paired t-test p-value for 'unlearned scores exceed retrained scores' (same poisons, same order)."""
     u, r = np.asarray(scores_unlearned, float), np.asarray(scores_retrain, float)
     if u.shape != r.shape or len(u) < 2:

@@ -102,6 +102,19 @@ class Attack(ABC):
         """``evaluate`` and ``scores`` together; attacks override it to share work between the two."""
         return self.evaluate(model, data, poisoning, ctx), self.scores(model, data, poisoning, ctx)
 
+    #: How `residual_pvalue` tests, in words (logged and printed with the verdict).
+    residual_test: ClassVar[str] = "paired one-sided t-test of per-unit scores against the retrained model"
+
+    def residual_pvalue(self, scores_unlearned: np.ndarray, scores_retrain: np.ndarray) -> float:
+        """One-sided p-value for "the unlearned model still carries the poison" (small = still detected).
+
+        Default: a paired one-sided t-test against the retrained model's scores. Attacks with a better-founded
+        null override it (Gaussian poisoning: the exact N(0, 1) law of I_z for any model that never saw the noise).
+        """
+        from ..verdict import paired_pvalue
+
+        return paired_pvalue(scores_unlearned, scores_retrain)
+
     @abstractmethod
     def scores(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> np.ndarray:
         """Per-unit evidence of the poison (per poison or per target), larger = more poisoned; paired across

@@ -71,6 +71,15 @@ class BackdoorPoisoning(Attack):
         y_poison = torch.full((k,), self.cfg.target_class, dtype=data.y_train.dtype)
         return Poisoning(indices=indices, x_poison=x_poison, y_poison=y_poison)
 
+    residual_test = "one-sided Fisher exact test: attack successes of the unlearned vs the retrained model"
+
+    def residual_pvalue(self, scores_unlearned: np.ndarray, scores_retrain: np.ndarray) -> float:
+        from scipy import stats
+
+        n = len(scores_unlearned)
+        hu, hr = int(np.sum(scores_unlearned)), int(np.sum(scores_retrain))
+        return float(stats.fisher_exact([[hu, n - hu], [hr, n - hr]], alternative="greater").pvalue)
+
     def _triggered_test(self, data: Dataset) -> torch.Tensor:
         keep = data.y_test != self.cfg.target_class
         return apply_trigger(data.x_test[keep], self.cfg.patch_size, self.cfg.patch_value)

@@ -57,6 +57,15 @@ class GaussianPoisoning(Attack):
             arrays={"noise": noise, "indep_noise": indep},
         )
 
+    residual_test = "one-sided z-test of mean I_z against its N(0, 1) law without the poison (= gus_pvalue)"
+
+    def residual_pvalue(self, scores_unlearned: np.ndarray, scores_retrain: np.ndarray) -> float:
+        """gus_pvalue: for a model that never saw the noise, I_z ~ N(0, 1) exactly, so mean·√k is N(0, 1)."""
+        from scipy import stats
+
+        k = len(scores_unlearned)
+        return float(stats.norm.sf(float(np.mean(scores_unlearned)) * np.sqrt(k)))
+
     def evaluate_with_scores(
         self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext
     ) -> tuple[dict[str, float], np.ndarray]:
