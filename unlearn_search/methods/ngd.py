@@ -26,7 +26,7 @@ from ..context import RunContext
 from ..errors import check_range
 from . import Budget, EpochCallback, Splits, UnlearnResult, register_method
 from ._loop import trainable, working_copy
-from .gd import descend, validate_sgd_fields
+from .gd import GDConfig, descend
 from .gd import search_space as gd_search_space
 
 #: Offset of the noise generator's seed (GD's shuffle uses offset 2).
@@ -34,17 +34,13 @@ NOISE_OFFSET = 3
 
 
 @dataclass(frozen=True)
-class NGDConfig:
-    lr: float = 0.01
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    epochs: int = 10
-    batch_size: int = 64
+class NGDConfig(GDConfig):
+    """GD's fields and defaults, plus the noise."""
+
     sigma: float = 1e-3  # std of the Gaussian noise added to each trainable parameter after each step
 
     def __post_init__(self) -> None:
-        validate_sgd_fields(self)
+        super().__post_init__()
         check_range("sigma", self.sigma, low=0)
 
 
