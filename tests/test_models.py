@@ -39,7 +39,7 @@ def test_weights_only_reload_round_trip():
 
 
 def test_unknown_names_list_valid_ones():
-    with pytest.raises(UsageError, match="unknown model 'resnet'; valid: cnn, mlp"):
+    with pytest.raises(UsageError, match="unknown model 'resnet'; valid: cnn, linear, mlp"):
         create_model(ModelSpec("resnet", (1, 8, 8), 10), seed=0)
     with pytest.raises(UsageError, match="unknown timm model 'resnet999'"):
         create_model(ModelSpec("timm:resnet999", (1, 8, 8), 10), seed=0)

@@ -48,3 +48,13 @@ def cnn(input_shape: tuple[int, int, int], n_classes: int, width: int = 32) -> n
         nn.Sequential(nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
         nn.Sequential(nn.Flatten(), nn.Linear(feat, n_classes)),
     ])
+
+
+@MODELS.register("linear")
+def linear(input_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
+    """Multinomial logistic regression: Flatten -> Linear. Two blocks (the flatten holds no parameters).
+
+    Convex in its parameters, so a poisoned training set whose loss is stationary at a target parameter steers
+    training there: the setting Gradient Canceling targets (PAPER.md 3.3; the attack is work in progress, docs/wip).
+    """
+    return BlockNet([nn.Flatten(), nn.Linear(math.prod(input_shape), n_classes)])
