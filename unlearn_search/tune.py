@@ -136,9 +136,12 @@ def summarise(
     key = sc.attack.removal_metric
     result: dict[str, Any] = {"study": study.study_name, "states": states, "best": None,
                               "feasible": [dict(t.user_attrs["metrics"]) for t in feasible_trials(study)]}
+    best_model: nn.Module | None = None
     if artifacts:
         _log_trials_table(trials)
-        _plots(study, tc, refs, retrain_scores, best, ctx)
+        # Trials log no models: the best one is re-created once (seeded, so identical) for plots and registry.
+        best_model = _rerun(best, tc, refs, retrain_scores, ctx) if best is not None else None
+        _plots(study, tc, refs, retrain_scores, best, best_model, ctx)
     if best is None:
         verdict = (f"no trial kept utility (test accuracy within {tc.utility_tolerance} of the poisoned model's); "
                    "no best-case removal to report")
@@ -163,7 +166,8 @@ def summarise(
     result.update({"best": best.number, "best_metrics": bm, "verdict": verdict})
     if not artifacts:
         return result
-    model = _rerun(best, tc, refs, retrain_scores, ctx)
+    model = best_model
+    assert model is not None
     mv = tracking.log_model(model, sc.spec, tracking.unlearned_role(tc.method), input_example=sc.data.x_test[:2],
                             tags={"study": study.study_name, "trial": str(best.number),
                                   "scenario_hash": sc.config.hash, "method": tc.method,
@@ -188,18 +192,22 @@ def _rerun(best: Any, tc: TuneConfig, refs: References, retrain_scores: np.ndarr
 
 
 def _log_trials_table(trials: list[optuna.trial.FrozenTrial]) -> None:
-    rows = ["trial,state,removal,test_acc,budget_used,gus_z,mia_tpr_at_1fpr,params,reason"]
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    keys = ("removal", "test_acc", "budget_used", "gus_z", "mia_tpr_at_1fpr")
+    w.writerow(["trial", "state", "feasible", *keys, "params", "reason"])
     for t in trials:
         m = t.user_attrs.get("metrics", {})
-        vals = [f"{m[k]:.6g}" if k in m else "" for k in ("removal", "test_acc", "budget_used", "gus_z",
-                                                            "mia_tpr_at_1fpr")]
-        reason = str(t.user_attrs.get("reason", "")).replace('"', "'")
-        rows.append(",".join([str(t.number), t.state.name.lower(), *vals, f'"{json.dumps(t.params)}"'.replace(
-            '"{', '"{').replace('""', '"'), f'"{reason}"']))
-    tracking.log_text("\n".join(rows) + "\n", "trials.csv")
+        w.writerow([t.number, t.state.name.lower(), is_feasible(t), *(m.get(k, "") for k in keys),
+                    json.dumps(t.params), t.user_attrs.get("reason", "")])
+    tracking.log_text(buf.getvalue(), "trials.csv")
 
 
 def _plots(study: optuna.Study, tc: TuneConfig, refs: References, retrain_scores: np.ndarray, best: Any,
+           best_model: nn.Module | None,
            ctx: RunContext) -> None:
     trials = [t for t in study.get_trials(deepcopy=False) if "metrics" in t.user_attrs]
     if trials:
@@ -223,9 +231,9 @@ def _plots(study: optuna.Study, tc: TuneConfig, refs: References, retrain_scores
     if sc.attack.name != "gaussian":  # the I_z plot is GUS's; other attacks' scores are success indicators
         return
     series = {"poisoned": sc.attack.scores(refs.models["poisoned"], sc.data, sc.poisoning, ctx)}
-    if best is not None:
+    if best is not None and best_model is not None:
         series[f"best {tc.method} (trial {best.number})"] = sc.attack.scores(
-            _rerun(best, tc, refs, retrain_scores, ctx), sc.data, sc.poisoning, ctx)
+            best_model, sc.data, sc.poisoning, ctx)
     series["retrain"] = retrain_scores
     tracking.log_figures("iz_distributions", plots.iz_distributions(series, "GUS statistic per poison"))
 
