@@ -34,7 +34,9 @@ from .unlearning import unlearn
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = ("removal", "test_acc", "gus_z", "gus_pvalue", "mia_tpr_at_1fpr", "budget_used", "removal_pvalue")
+def summary_keys(removal_metric: str) -> tuple[str, ...]:
+    """Columns of the printed summary: the attack's own metric in place of a fixed one."""
+    return ("removal", "test_acc", removal_metric, "mia_tpr_at_1fpr", "budget_used", "removal_pvalue")
 
 
 class MlflowTrialReporter:
@@ -239,16 +241,17 @@ def _plots(study: optuna.Study, tc: TuneConfig, refs: References, retrain_scores
 
 
 def _print_summary(study: optuna.Study, refs: References, best: Any, key: str) -> None:
+    keys = summary_keys(key)
     done = [t for t in study.get_trials(deepcopy=False) if "metrics" in t.user_attrs]
     done.sort(key=lambda t: -t.user_attrs["metrics"].get("removal", -math.inf))
-    print(f"{'':<18}" + "".join(f"{k:>16}" for k in METRIC_KEYS))
+    print(f"{'':<18}" + "".join(f"{k:>16}" for k in keys))
     for role in ("poisoned", "retrain"):
         m = dict(refs.metrics[role])
         m.update({"removal": 0.0 if role == "poisoned" else 1.0})
-        print(f"{role:<18}" + "".join(f"{m[k]:>16.4g}" if k in m else f"{'-':>16}" for k in METRIC_KEYS))
+        print(f"{role:<18}" + "".join(f"{m[k]:>16.4g}" if k in m else f"{'-':>16}" for k in keys))
     for t in done[:5]:
         m = t.user_attrs["metrics"]
         flag = "*" if t.number == best.number else " " if is_feasible(t) else "x"
         print(f"{flag} trial {t.number:<10}" + "".join(f"{m[k]:>16.4g}" if k in m else f"{'-':>16}"
-                                                          for k in METRIC_KEYS))
+                                                          for k in keys))
     print("(* best feasible trial; x utility lost)")
