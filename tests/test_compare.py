@@ -79,3 +79,46 @@ def test_bad_methods(text, needle):
 
     with pytest.raises(UsageError, match=needle):
         parse_methods(text)
+
+
+def test_compare_tabulates_attacks_side_by_side(mlflow_store, capsys):
+    args = ["compare", "--attacks", "gaussian,backdoor", "--methods", "gd", "--n-trials", "2", "--train-epochs", "3",
+            "--storage", "j.log", "--utility-tolerance", "1"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "| method | gaussian: GUS z | gaussian: removal | gaussian: poison removed | backdoor: backdoor ASR |" in out
+    (top,) = mlflow.search_runs(search_all_experiments=True,
+                                filter_string="tags.entry_point = 'compare_attacks'")["run_id"]
+    per_attack = mlflow.search_runs(search_all_experiments=True, filter_string=(
+        f"tags.mlflow.parentRunId = '{top}' and tags.entry_point = 'compare'"))
+    assert sorted(per_attack["tags.attack"]) == ["backdoor", "gaussian"]
+    client = MlflowClient()
+    arts = {a.path for a in client.list_artifacts(top)} | {a.path for a in client.list_artifacts(top, "plots")}
+    assert {"comparison_attacks.md", "plots/removal_by_attack.png", "plots/removal_by_attack.html"} <= arts
+    # each attack's cells are that attack's own comparison run's metrics
+    md = mlflow.artifacts.load_text(f"runs:/{top}/comparison_attacks.md")
+    for run_id, attack in zip(per_attack["run_id"], per_attack["tags.attack"], strict=True):
+        m = client.get_run(run_id).data.metrics
+        key = "gus_z" if attack == "gaussian" else "backdoor_asr"
+        assert f"{m[f'no_unlearning.{key}']:.3g}" in md.splitlines()[2]  # the "no unlearning" row
+
+
+def test_side_by_side_by_hand():
+    g = [report.Row("no unlearning", 1, {"gus_z": 6.0, "removal": 0.0}), report.Row("gd", 1, {"gus_z": 3.0,
+                                                                                               "removal": 0.5})]
+    b = [report.Row("no unlearning", 1, {"backdoor_asr": 0.9, "removal": 0.0}), report.Row("gd", 0)]
+    md = report.side_by_side({"gaussian": g, "backdoor": b}, {"gaussian": "gus_z", "backdoor": "backdoor_asr"}, 1)
+    lines = md.splitlines()
+    assert lines[0] == ("| method | gaussian: GUS z | gaussian: removal | gaussian: poison removed | "
+                        "backdoor: backdoor ASR | backdoor: removal | backdoor: poison removed |")
+    assert lines[2] == "| no unlearning | 6 | 0 | reference | 0.9 | 0 | reference |"
+    assert lines[3] == "| gd | 3 | 0.5 | not removed | – | – | no feasible trial |"
+
+
+@pytest.mark.parametrize("text, needle", [("gaussian,nope", "unknown attack 'nope'"),
+                                          ("backdoor,backdoor", "names an attack twice")])
+def test_bad_attacks(text, needle):
+    from unlearn_search.compare import parse_attacks
+
+    with pytest.raises(UsageError, match=needle):
+        parse_attacks(text, "gaussian")

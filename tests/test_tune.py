@@ -183,3 +183,25 @@ def test_storage_passwords_are_redacted_and_env_vars_expanded(monkeypatch):
     assert tracking.redact_uri("sqlite:///optuna.db") == "sqlite:///optuna.db"
     monkeypatch.setenv("PGPASSWORD", "hunter2")
     assert search.expand_storage("postgresql://bob:${PGPASSWORD}@db/o") == "postgresql://bob:hunter2@db/o"
+
+
+def test_attack_without_effect_runs_no_trials_and_says_so(mlflow_store, monkeypatch, caplog):
+    """Removal divides by (poisoned - retrained): when the poisons changed nothing, no trial is run (not a
+    study of division-by-zero failures) and the run is tagged."""
+    from unlearn_search import tune
+
+    real = tune.ensure_references
+
+    def no_effect(cfg, ctx):
+        refs = real(cfg, ctx)
+        refs.metrics["retrain"]["gus_z"] = refs.metrics["poisoned"]["gus_z"]
+        return refs
+
+    monkeypatch.setattr(tune, "ensure_references", no_effect)
+    args = ["tune", "--method", "gd", "--n-trials", "3", "--storage", "optuna_journal.log", "--study-name", "noeff",
+            *FAST]
+    assert cli.main(args) == 0
+    assert len(_study("noeff", "optuna_journal.log").trials) == 0
+    assert "no measurable effect" in caplog.text
+    parent = mlflow.search_runs(search_all_experiments=True, filter_string="tags.entry_point = 'tune'")
+    assert list(parent["tags.attack_effect"]) == ["none"]

@@ -26,14 +26,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_scenario_args(p: argparse.ArgumentParser) -> None:
+    from .attacks import ATTACKS
     from .attacks.gaussian import GaussianConfig
     from .training import OPTIMIZERS, TrainConfig
 
     t, g = TrainConfig(), GaussianConfig()
     s = p.add_argument_group("scenario (what is poisoned and how the references are trained)")
     s.add_argument("--dataset", default="digits", help="dataset name (default: digits)")
-    s.add_argument("--model", default="mlp", help="mlp, cnn or timm:<architecture> (default: mlp)")
-    s.add_argument("--attack", default="gaussian", help="poisoning attack: gaussian or backdoor (default: gaussian)")
+    s.add_argument("--model", default="mlp", help="mlp, cnn, linear or timm:<architecture> (default: mlp)")
+    s.add_argument("--attack", default="gaussian",
+                   help=f"poisoning attack: {', '.join(ATTACKS.names())} (default: gaussian)")
     s.add_argument("--poison-fraction", type=_optional_float, default="default",
                    help=f"fraction of training points poisoned (default: the attack's; gaussian {g.poison_fraction})")
     s.add_argument("--eps", type=_optional_float, default="default",
@@ -162,19 +164,30 @@ def cmd_tune(a: argparse.Namespace) -> int:
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
-    from .compare import parse_levels, parse_methods, run_compare
+
+    from .compare import parse_attacks, parse_levels, parse_methods, run_compare_attacks
     from .search import TuneConfig, connect_storage
 
     methods = parse_methods(a.methods)
+    attacks = parse_attacks(a.attacks, a.attack)
+    if len(attacks) > 1 and a.attack_params:
+        from .errors import UsageError
+
+        raise UsageError(f"attack_params={a.attack_params} applies to one attack; with attacks={a.attacks} each "
+                         "attack takes its defaults (poison_fraction and eps, when given, apply to all)")
     levels = parse_levels(a.budget_levels)
     template = TuneConfig(method=methods[0], n_trials=a.n_trials, budget_max=a.budget_max, storage=a.storage,
                           utility_tolerance=a.utility_tolerance)
     from .errors import check_range
 
     check_range("seeds", a.seeds, low=1)
-    cfg, ctx = _prepare(a)
+    bases = []
+    for attack in attacks:
+        a_one = argparse.Namespace(**{**vars(a), "attack": attack})
+        bases.append(_prepare(a_one)[0])  # every scenario validated before anything runs
+    _, ctx = _prepare(a)
     connect_storage(template.storage)
-    run_compare(methods, cfg, a.seeds, levels, template, ctx, a.experiment)
+    run_compare_attacks(methods, bases, a.seeds, levels, template, ctx, a.experiment)
     return 0
 
 
@@ -185,8 +198,11 @@ def _check_tolerance(value: float) -> None:
 
 
 def _print_table(title: str, columns: dict[str, dict[str, float]]) -> None:
-    keys = ["test_acc", "retain_acc", "forget_acc", "gus", "gus_z", "gus_pvalue", "gus_tpr_at_1fpr", "gus_auc",
-            "backdoor_asr", "mia_auc", "mia_tpr_at_1fpr", "budget_used", "removal"]
+    from .attacks import ATTACKS
+
+    attack_keys = [k for name in ATTACKS.names() for k, _ in ATTACKS.get(name).columns]
+    keys = ["test_acc", "retain_acc", "forget_acc", *attack_keys, "gus_auc", "mia_auc", "mia_tpr_at_1fpr",
+            "budget_used", "removal"]
     lines = [f"{'metric':<16}" + "".join(f"{r:>14}" for r in columns)]
     for k in keys:
         if any(k in m for m in columns.values()):
@@ -328,6 +344,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
     co = sub.add_parser("compare", help="every method tuned at its best, against no unlearning and retraining")
     co.add_argument("--methods", default="all", help="all (the paper's eight) or a comma-separated list")
+    co.add_argument("--attacks", default="same",
+                    help="compare under several attacks side by side: all or a comma-separated list "
+                         "(default: same, i.e. just --attack)")
     co.add_argument("--n-trials", type=int, default=20,
                     help="finished trials each method's study should have (finished studies are reused)")
     co.add_argument("--seeds", type=int, default=1, help="scenario seeds seed, seed+1, ...; mean ± std over them")

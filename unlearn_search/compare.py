@@ -2,7 +2,8 @@
 
 For each scenario seed and each method it runs or reuses the method's tune study (the same study names as `tune`,
 topped up to ``n_trials`` finished trials, so finished studies are not redone) as a nested run, then tabulates the
-best feasible trial per method, the best removal within each budget level, and plots them.
+best feasible trial per method, the best removal within each budget level, and plots them. Given several attacks
+(one scenario each), it runs that comparison per attack as a nested run and tabulates the attacks side by side.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import plots, report, tracking
+from .attacks import ATTACKS
 from .context import RunContext
 from .errors import UsageError, check_range
 from .methods import METHODS
@@ -53,6 +55,19 @@ def parse_levels(text: str) -> list[float]:
     return levels
 
 
+def parse_attacks(text: str, default: str) -> list[str]:
+    """``same``: the scenario's own attack; ``all``: every registered attack; else a comma-separated list."""
+    if not text or text == "same":
+        return [default]
+    names = ATTACKS.names() if text == "all" else [a.strip() for a in text.split(",") if a.strip()]
+    for n in names:
+        ATTACKS.get(n)
+    if len(set(names)) != len(names):
+        raise UsageError(f"attacks={text!r} names an attack twice; valid: distinct names of "
+                         f"{', '.join(ATTACKS.names())}")
+    return names
+
+
 def run_compare(
     methods: list[str],
     base: ScenarioConfig,
@@ -61,11 +76,13 @@ def run_compare(
     tune_template: TuneConfig,
     ctx: RunContext,
     experiment: str | None,
+    nested: bool = False,
 ) -> dict[str, Any]:
     check_range("seeds", seeds, low=1)
-    tracking.configure(experiment)
-    tags = {"entry_point": "compare", "scenario_hash": base.hash}
-    with tracking.run(f"compare-{base.hash[:8]}", tags=tags):
+    if not nested:
+        tracking.configure(experiment)
+    tags = {"entry_point": "compare", "scenario_hash": base.hash, "attack": base.attack}
+    with tracking.run(f"compare-{base.attack}-{base.hash[:8]}", tags=tags, nested=nested):
         tracking.log_params({**base.to_flat(), "methods": ",".join(methods), "seeds": seeds,
                              "budget_levels": ",".join(f"{x:g}" for x in levels), "n_trials": tune_template.n_trials,
                              "budget_max": tune_template.budget_max,
@@ -100,8 +117,45 @@ def run_compare(
                 if math.isfinite(value):
                     tracking.log_metrics({f"{row.name.replace(' ', '_')}.{key}": value})
         _plots(table, curves, levels)
-    print(md)
+    print(f"{base.attack}:\n{md}")
     return {"table": table, "curves": curves, "markdown": md}
+
+
+def run_compare_attacks(
+    methods: list[str],
+    bases: list[ScenarioConfig],
+    seeds: int,
+    levels: list[float],
+    tune_template: TuneConfig,
+    ctx: RunContext,
+    experiment: str | None,
+) -> dict[str, Any]:
+    """`run_compare` for each scenario (one per attack) as nested runs, then the attacks side by side."""
+    if len(bases) == 1:
+        return run_compare(methods, bases[0], seeds, levels, tune_template, ctx, experiment)
+    tracking.configure(experiment)
+    attacks = [b.attack for b in bases]
+    with tracking.run(f"compare-attacks-{'-'.join(attacks)}", tags={"entry_point": "compare_attacks"}):
+        tracking.log_params({"attacks": ",".join(attacks), "methods": ",".join(methods), "seeds": seeds,
+                             "n_trials": tune_template.n_trials, "budget_max": tune_template.budget_max,
+                             **{k: v for k, v in bases[0].to_flat().items() if not k.startswith("attack")}})
+        tables = {}
+        for b in bases:
+            tables[b.attack] = run_compare(methods, b, seeds, levels, tune_template, ctx, experiment,
+                                           nested=True)["table"]
+        md = report.side_by_side(tables, {a: ATTACKS.get(a).removal_metric for a in attacks}, seeds)
+        tracking.log_text(md, "comparison_attacks.md")
+        names = [r.name for r in next(iter(tables.values()))]
+        removal = {a: [_mean(t, n, "removal") for n in names] for a, t in tables.items()}
+        tracking.log_figures("removal_by_attack", plots.grouped_bars(
+            names, removal, "poison removal (0 = none, 1 = retrain)",
+            "Best poison removal found, per attack (each method at its best feasible trial)"))
+    print(f"attacks side by side:\n{md}")
+    return {"tables": tables, "markdown": md}
+
+
+def _mean(table: list[report.Row], name: str, key: str) -> float:
+    return next((r.mean.get(key, float("nan")) for r in table if r.name == name), float("nan"))
 
 
 def _plots(table: list[report.Row], curves: dict[str, list[list[float]]], levels: list[float]) -> None:

@@ -32,8 +32,14 @@ class RunContext:
     def generator(self, offset: int = 0) -> torch.Generator:
         """A CPU generator seeded from ``seed`` and ``offset`` (shuffling, noise); never the global RNG."""
         g = torch.Generator()
-        g.manual_seed(self.seed * 1_000_003 + offset)
+        g.manual_seed(_mix(self.seed, offset))
         return g
 
     def child(self, offset: int) -> RunContext:
-        return RunContext(seed=self.seed * 1_000_003 + offset, device=self.device)
+        return RunContext(seed=_mix(self.seed, offset), device=self.device)
+
+
+def _mix(seed: int, offset: int) -> int:
+    """A derived seed, kept below 2**63 so that chains of `RunContext.child` stay valid torch seeds (values that
+    never reach the bound are unchanged, so existing derived seeds are stable)."""
+    return (seed * 1_000_003 + offset) % (2**63 - 1)

@@ -5,7 +5,7 @@ Pure functions of numbers: the caller collects the data and logs the figures.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -155,4 +155,25 @@ def labelled_scatter(
     for v, lab in vlines:
         pf.add_vline(x=v, line_dash="dot", annotation_text=lab)
     pf.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel)
+    return fig, pf
+
+
+def grouped_bars(
+    names: Sequence[str], groups: Mapping[str, Sequence[float]], ylabel: str, title: str
+) -> tuple[Figure, go.Figure]:
+    """One group of bars per name (method), one bar per series (attack); NaN bars are left out."""
+    n, k = len(names), max(len(groups), 1)
+    width = 0.8 / k
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * n + 2), 4.5))
+    for i, (label, values) in enumerate(groups.items()):
+        ax.bar(np.arange(n) + (i - (k - 1) / 2) * width, np.asarray(values, float), width, label=label)
+    ax.set_xticks(np.arange(n), list(names), rotation=30, ha="right", fontsize=8)
+    ax.axhline(0.0, color="tab:red", lw=0.8, ls="--")
+    ax.axhline(1.0, color="tab:green", lw=0.8, ls="--")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    pf = go.Figure([go.Bar(name=label, x=list(names), y=list(values)) for label, values in groups.items()])
+    pf.update_layout(barmode="group", title=title, yaxis_title=ylabel)
     return fig, pf

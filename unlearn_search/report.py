@@ -7,22 +7,20 @@ Input: for each seed, a mapping row name -> metrics dict (or None when a method 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .attacks import ATTACKS
 
 #: (metric key, column title) of the comparison table, in order.
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("budget_used", "budget used"),
     ("test_acc", "test acc"),
     ("removal", "removal"),
-    ("gus", "GUS"),
-    ("gus_z", "GUS z"),
-    ("gus_pvalue", "GUS p"),
-    ("gus_tpr_at_1fpr", "GUS TPR@1%FPR"),
+    *(col for name in ATTACKS.names() for col in ATTACKS.get(name).columns),
     ("mia_tpr_at_1fpr", "MIA TPR@1%FPR"),
-    ("backdoor_asr", "backdoor ASR"),
 )
 
 
@@ -86,6 +84,26 @@ def markdown(rows: Sequence[Row], n_seeds: int) -> str:
     for r in rows:
         lines.append("| " + " | ".join([r.name, *(_cell(r, k) for k, _ in cols), verdict_cell(r)]) + " |")
     return "\n".join(lines) + f"\n\n({n_seeds} seed{'s' if n_seeds > 1 else ''}; {spread})\n"
+
+
+def side_by_side(tables: Mapping[str, Sequence[Row]], metrics: Mapping[str, str], n_seeds: int) -> str:
+    """One row per method; for each attack its own metric (``metrics[attack]``), the removal and the verdict."""
+    titles = {k: t for k, t in COLUMNS}
+    head = ["method"]
+    for attack, key in metrics.items():
+        head += [f"{attack}: {titles.get(key, key)}", f"{attack}: removal", f"{attack}: poison removed"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    names = [r.name for r in next(iter(tables.values()))]
+    for name in names:
+        cells = [name]
+        for attack, key in metrics.items():
+            row = next((r for r in tables[attack] if r.name == name), None)
+            if row is None:
+                cells += ["–", "–", "–"]
+            else:
+                cells += [_cell(row, key), _cell(row, "removal"), verdict_cell(row)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\n({n_seeds} seed{'s' if n_seeds > 1 else ''} per attack)\n"
 
 
 def csv(rows: Sequence[Row]) -> str:

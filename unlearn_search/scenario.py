@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attacks import ATTACKS, Attack, Poisoning
+from .attacks import ATTACKS, Attack, Poisoning, Victim
 from .compute import retrain_cost
 from .context import RunContext
 from .data import DATASETS, Dataset, load_dataset
@@ -107,7 +107,8 @@ def build_scenario(cfg: ScenarioConfig, ctx: RunContext, poisoning: Poisoning | 
     data = load_dataset(cfg.dataset)
     attack = cfg.make_attack()
     if poisoning is None:
-        poisoning = attack.craft(data, ctx.child(7))
+        victim = Victim(ModelSpec(cfg.model, data.input_shape, data.n_classes), cfg.train)
+        poisoning = attack.craft(data, ctx.child(7), victim)
     log.info("scenario %s: %d training points, %d poisons (%s)", cfg.hash, len(data.x_train),
              poisoning.n_poison, cfg.attack)
     return Scenario(config=cfg, data=data, poisoning=poisoning, attack=attack)

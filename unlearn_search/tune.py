@@ -97,6 +97,14 @@ def run_tune(
             tracking.log_metrics(refs.metrics[role], prefix=f"{role}.")
         finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
         n_run = max(tc.n_trials - len(finished), 0) if top_up else tc.n_trials
+        key = sc.attack.removal_metric
+        m_p, m_r = refs.metrics["poisoned"][key], refs.metrics["retrain"][key]
+        if not math.isfinite(m_p - m_r) or abs(m_p - m_r) < 1e-12:
+            # Removal is (m_p - m_u) / (m_p - m_r): undefined when the poisons changed nothing.
+            log.warning("the attack had no measurable effect on this scenario (%s: poisoned %.4g = retrained %.4g):"
+                        " nothing to unlearn, no trials run", key, m_p, m_r)
+            tracking.set_tags({"attack_effect": "none"})
+            n_run = 0
         tracking.set_tags({"reused_trials": str(len(finished)), "new_trials": str(n_run)})
         writer = tracking.ChildRunWriter()
         reporter = MlflowTrialReporter(study_name, n_run, writer)

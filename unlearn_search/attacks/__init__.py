@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -19,6 +19,19 @@ from torch import nn
 from ..context import RunContext
 from ..data import Dataset
 from ..registry import Registry
+
+if TYPE_CHECKING:
+    from ..models import ModelSpec
+    from ..training import TrainConfig
+
+
+@dataclass(frozen=True)
+class Victim:
+    """The model recipe the scenario trains on the poisoned data: what a model-aware attack (Witches' Brew,
+    Gradient Canceling) crafts against. The attacker knows the architecture and recipe, not the victim's seed."""
+
+    spec: ModelSpec
+    train: TrainConfig
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,8 @@ class Attack(ABC):
     name: ClassVar[str]
     Config: ClassVar[type]
     removal_metric: ClassVar[str]
+    #: (metric key, column title) of the attack's own metrics in tables, in order.
+    columns: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
@@ -89,8 +104,8 @@ class Attack(ABC):
         return cls.Config(**{k: v for k, v in params.items() if k in names and v is not None})
 
     @abstractmethod
-    def craft(self, data: Dataset, ctx: RunContext) -> Poisoning:
-        """Build the poisons from the clean training set."""
+    def craft(self, data: Dataset, ctx: RunContext, victim: Victim | None = None) -> Poisoning:
+        """Build the poisons from the clean training set; model-aware attacks require ``victim``."""
 
     @abstractmethod
     def evaluate(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> dict[str, float]:
@@ -125,5 +140,7 @@ ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 from . import backdoor as _backdoor  # noqa: E402,F401  (registers "backdoor")
 from . import gaussian as _gaussian  # noqa: E402,F401  (registers "gaussian")
+from . import gradient_canceling as _gradient_canceling  # noqa: E402,F401  (registers "gradient_canceling")
+from . import witches_brew as _witches_brew  # noqa: E402,F401  (registers "witches_brew")
 
-__all__ = ["ATTACKS", "Attack", "Poisoning"]
+__all__ = ["ATTACKS", "Attack", "Poisoning", "Victim"]

@@ -22,7 +22,7 @@ from ..context import RunContext
 from ..data import Dataset
 from ..errors import UsageError, check_range
 from ..training import predict_logits
-from . import ATTACKS, Attack, Poisoning
+from . import ATTACKS, Attack, Poisoning, Victim
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class BackdoorPoisoning(Attack):
     name = "backdoor"
     Config = BackdoorConfig
     removal_metric = "backdoor_asr"
+    columns = (("backdoor_asr", "backdoor ASR"),)
     cfg: BackdoorConfig
 
     def _check(self, data: Dataset) -> None:
@@ -58,7 +59,7 @@ class BackdoorPoisoning(Attack):
         if self.cfg.patch_size > min(data.input_shape[1:]):
             raise UsageError(f"patch_size={self.cfg.patch_size} is larger than the {data.input_shape[1:]} images")
 
-    def craft(self, data: Dataset, ctx: RunContext) -> Poisoning:
+    def craft(self, data: Dataset, ctx: RunContext, victim: Victim | None = None) -> Poisoning:
         self._check(data)
         candidates = torch.nonzero(data.y_train != self.cfg.target_class).flatten()
         k = round(self.cfg.poison_fraction * len(data.x_train))

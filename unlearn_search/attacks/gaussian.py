@@ -18,7 +18,7 @@ from ..context import RunContext
 from ..data import Dataset
 from ..errors import UsageError, check_range
 from ..metrics.gus import gus_statistic, gus_summary, input_gradients
-from . import ATTACKS, Attack, Poisoning
+from . import ATTACKS, Attack, Poisoning, Victim
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,10 @@ class GaussianPoisoning(Attack):
     name = "gaussian"
     Config = GaussianConfig
     removal_metric = "gus_z"
+    columns = (("gus", "GUS"), ("gus_z", "GUS z"), ("gus_pvalue", "GUS p"), ("gus_tpr_at_1fpr", "GUS TPR@1%FPR"))
     cfg: GaussianConfig
 
-    def craft(self, data: Dataset, ctx: RunContext) -> Poisoning:
+    def craft(self, data: Dataset, ctx: RunContext, victim: Victim | None = None) -> Poisoning:
         n = len(data.x_train)
         k = round(self.cfg.poison_fraction * n)
         if k < 2:
