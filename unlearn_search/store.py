@@ -79,7 +79,8 @@ def create_references(cfg: ScenarioConfig, ctx: RunContext) -> References:
                                                                       **_str(cfg.to_flat())},
                                     input_example=scenario.data.x_test[:2])
             metrics[role], refs[role] = m, tracking.VersionRef.of(mv)
-        log.info("%s: test_acc %.3f gus_z %.2f (registered %s v%s)", role, m["test_acc"], m.get("gus_z", float("nan")),
+        key = scenario.attack.removal_metric
+        log.info("%s: test_acc %.3f %s %.3g (registered %s v%s)", role, m["test_acc"], key, m.get(key, float("nan")),
                  refs[role].name, refs[role].version)
     return References(scenario, models, metrics, refs, scenario_run_id, reused=False)
 

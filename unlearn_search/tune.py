@@ -148,7 +148,7 @@ def summarise(
                               "feasible": [dict(t.user_attrs["metrics"]) for t in feasible_trials(study)]}
     best_model: nn.Module | None = None
     if artifacts:
-        _log_trials_table(trials)
+        _log_trials_table(trials, key)
         # Trials log no models: the best one is re-created once (seeded, so identical) for plots and registry.
         best_model = _rerun(best, tc, refs, retrain_scores, ctx) if best is not None else None
         _plots(study, tc, refs, retrain_scores, best, best_model, ctx)
@@ -201,13 +201,13 @@ def _rerun(best: Any, tc: TuneConfig, refs: References, retrain_scores: np.ndarr
     return out.model
 
 
-def _log_trials_table(trials: list[optuna.trial.FrozenTrial]) -> None:
+def _log_trials_table(trials: list[optuna.trial.FrozenTrial], attack_metric: str) -> None:
     import csv
     import io
 
     buf = io.StringIO()
     w = csv.writer(buf)
-    keys = ("removal", "test_acc", "budget_used", "gus_z", "mia_tpr_at_1fpr")
+    keys = ("removal", "test_acc", "budget_used", attack_metric, "mia_tpr_at_1fpr")
     w.writerow(["trial", "state", "feasible", *keys, "params", "reason"])
     for t in trials:
         m = t.user_attrs.get("metrics", {})
