@@ -51,6 +51,23 @@ def test_paired_fallback_by_hand():
 
 
 def test_utility_gate():
-    assert verdict.poison_removed(0.5, 0.96, 0.97)
-    assert not verdict.poison_removed(0.5, 0.94, 0.97)
-    assert not verdict.poison_removed(0.01, 0.97, 0.97)
+    assert verdict.poison_removed(True, 0.96, 0.97)
+    assert not verdict.poison_removed(True, 0.94, 0.97)
+    assert not verdict.poison_removed(False, 0.97, 0.97)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 10])
+def test_fisher_smallest_pvalue_is_attained_and_exact(n):
+    """1 / C(2n, n) is what scipy's Fisher test gives at n successes against none (the most extreme table)."""
+    b = ATTACKS.get("witches_brew")(ATTACKS.get("witches_brew").config_from({}))
+    assert b.residual_min_pvalue(n) == pytest.approx(b.residual_pvalue(np.ones(n), np.zeros(n)))
+    assert (b.residual_min_pvalue(n) < verdict.LEVEL) == (n >= 4)
+
+
+def test_an_untestable_verdict_falls_back_to_the_metric():
+    # one target still flipped: Fisher p = 0.5 would read "not detected", but the test could never reject
+    assert not verdict.undetected(0.5, min_pvalue=0.5, metric_unlearned=1.0, metric_retrain=0.0)
+    assert verdict.undetected(1.0, min_pvalue=0.5, metric_unlearned=0.0, metric_retrain=0.0)
+    # a test with power decides by its p-value alone
+    assert verdict.undetected(0.2, min_pvalue=0.0, metric_unlearned=1.0, metric_retrain=0.0)
+    assert not verdict.undetected(0.01, min_pvalue=0.0, metric_unlearned=0.0, metric_retrain=0.0)

@@ -52,7 +52,10 @@ def judge(
     key = attack.removal_metric
     m["removal"] = verdict.removal(reference_metrics["poisoned"][key], reference_metrics["retrain"][key], m[key])
     m["removal_pvalue"] = attack.residual_pvalue(scores, retrain_scores)
-    removed = verdict.poison_removed(m["removal_pvalue"], m["test_acc"], reference_metrics["poisoned"]["test_acc"],
+    min_p = attack.residual_min_pvalue(len(scores))
+    m["residual_test_powered"] = float(min_p < verdict.LEVEL)
+    undetected = verdict.undetected(m["removal_pvalue"], min_p, m[key], reference_metrics["retrain"][key])
+    removed = verdict.poison_removed(undetected, m["test_acc"], reference_metrics["poisoned"]["test_acc"],
                                      utility_tolerance=utility_tolerance)
     m["poison_removed"] = float(removed)
     return m, scores

@@ -44,11 +44,21 @@ def paired_pvalue(scores_unlearned: np.ndarray, scores_retrain: np.ndarray) -> f
     return float(stats.ttest_rel(u, r, alternative="greater").pvalue)
 
 
+def undetected(pvalue: float, min_pvalue: float, metric_unlearned: float, metric_retrain: float) -> bool:
+    """Whether the poison is no longer detected. A residual test whose smallest attainable p-value is not below
+    `LEVEL` (e.g. Fisher's test on a single target: 0.5) can never reject and says nothing; then the poison counts
+    as gone only if the attack's metric is back at (or below) the retrained model's value."""
+    if min_pvalue < LEVEL:
+        return pvalue >= LEVEL
+    return metric_unlearned <= metric_retrain + 1e-12
+
+
 def poison_removed(
-    pvalue: float,
+    undetected: bool,
     test_acc_unlearned: float,
     test_acc_poisoned: float,
-    level: float = LEVEL,
     utility_tolerance: float = UTILITY_TOLERANCE,
 ) -> bool:
-    return pvalue >= level and test_acc_unlearned >= test_acc_poisoned - utility_tolerance
+    """Removed: the residual test no longer detects the poison (``undetected``: p >= `LEVEL`, or, where the test
+    has too few units to ever reject, the attack's metric is back at the retrained value) and utility is kept."""
+    return bool(undetected) and test_acc_unlearned >= test_acc_poisoned - utility_tolerance

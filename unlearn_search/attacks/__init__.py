@@ -130,10 +130,34 @@ class Attack(ABC):
 
         return paired_pvalue(scores_unlearned, scores_retrain)
 
+    def residual_min_pvalue(self, n_units: int) -> float:
+        """The smallest p-value `residual_pvalue` can return with ``n_units`` scores: when it is not below the
+        verdict's level the test cannot ever detect the poison, and the verdict must not read "removed" into it."""
+        return 0.0
+
     @abstractmethod
     def scores(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> np.ndarray:
         """Per-unit evidence of the poison (per poison or per target), larger = more poisoned; paired across
         models, so the verdict can test an unlearned model against the retrained one unit by unit."""
+
+
+class SuccessCountAttack(Attack):
+    """An attack whose per-unit scores are 0/1 successes (a triggered input, a target, a test error): the residual
+    test is a one-sided Fisher exact test of the unlearned model's successes against the retrained model's."""
+
+    def residual_pvalue(self, scores_unlearned: np.ndarray, scores_retrain: np.ndarray) -> float:
+        from scipy import stats
+
+        n = len(scores_unlearned)
+        hu, hr = int(np.sum(scores_unlearned)), int(np.sum(scores_retrain))
+        return float(stats.fisher_exact([[hu, n - hu], [hr, n - hr]], alternative="greater").pvalue)
+
+    def residual_min_pvalue(self, n_units: int) -> float:
+        """Fisher's smallest one-sided p-value, at n successes against none: 1 / C(2n, n) (0.5 for one unit, 0.05
+        for three: at least four units are needed to reject at 5%)."""
+        import math
+
+        return 1.0 / math.comb(2 * n_units, n_units) if n_units > 0 else 1.0
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
@@ -143,4 +167,4 @@ from . import gaussian as _gaussian  # noqa: E402,F401  (registers "gaussian")
 from . import gradient_canceling as _gradient_canceling  # noqa: E402,F401  (registers "gradient_canceling")
 from . import witches_brew as _witches_brew  # noqa: E402,F401  (registers "witches_brew")
 
-__all__ = ["ATTACKS", "Attack", "Poisoning", "Victim"]
+__all__ = ["ATTACKS", "Attack", "Poisoning", "SuccessCountAttack", "Victim"]

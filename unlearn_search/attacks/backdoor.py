@@ -22,7 +22,7 @@ from ..context import RunContext
 from ..data import Dataset
 from ..errors import UsageError, check_range
 from ..training import predict_logits
-from . import ATTACKS, Attack, Poisoning, Victim
+from . import ATTACKS, Poisoning, SuccessCountAttack, Victim
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def apply_trigger(x: torch.Tensor, patch_size: int, value: float) -> torch.Tenso
 
 
 @ATTACKS.register("backdoor")
-class BackdoorPoisoning(Attack):
+class BackdoorPoisoning(SuccessCountAttack):
     name = "backdoor"
     Config = BackdoorConfig
     removal_metric = "backdoor_asr"
@@ -74,12 +74,6 @@ class BackdoorPoisoning(Attack):
 
     residual_test = "one-sided Fisher exact test: attack successes of the unlearned vs the retrained model"
 
-    def residual_pvalue(self, scores_unlearned: np.ndarray, scores_retrain: np.ndarray) -> float:
-        from scipy import stats
-
-        n = len(scores_unlearned)
-        hu, hr = int(np.sum(scores_unlearned)), int(np.sum(scores_retrain))
-        return float(stats.fisher_exact([[hu, n - hu], [hr, n - hr]], alternative="greater").pvalue)
 
     def _triggered_test(self, data: Dataset) -> torch.Tensor:
         keep = data.y_test != self.cfg.target_class

@@ -64,7 +64,7 @@ from torch import nn
 from ..context import RunContext
 from ..data import Dataset
 from ..errors import UsageError, check_range
-from . import ATTACKS, Attack, Poisoning, Victim
+from . import ATTACKS, Poisoning, SuccessCountAttack, Victim
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def _center(theta: torch.Tensor) -> torch.Tensor:
 
 
 @ATTACKS.register("gradient_canceling")
-class GradientCanceling(Attack):
+class GradientCanceling(SuccessCountAttack):
     name = "gradient_canceling"
     Config = GradientCancelingConfig
     removal_metric = "gc_test_error"
@@ -308,12 +308,6 @@ class GradientCanceling(Attack):
 
     residual_test = "one-sided Fisher exact test: test errors of the unlearned vs the retrained model"
 
-    def residual_pvalue(self, scores_unlearned: np.ndarray, scores_retrain: np.ndarray) -> float:
-        from scipy import stats
-
-        n = len(scores_unlearned)
-        hu, hr = int(np.sum(scores_unlearned)), int(np.sum(scores_retrain))
-        return float(stats.fisher_exact([[hu, n - hu], [hr, n - hr]], alternative="greater").pvalue)
 
     def scores(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> np.ndarray:
         """1 for each misclassified test point, else 0."""

@@ -38,7 +38,7 @@ from ..data import Dataset
 from ..errors import UsageError, check_choice, check_range
 from ..models import create_model
 from ..training import predict_logits, train
-from . import ATTACKS, Attack, Poisoning, Victim
+from . import ATTACKS, Poisoning, SuccessCountAttack, Victim
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def brew(
 
 
 @ATTACKS.register("witches_brew")
-class WitchesBrew(Attack):
+class WitchesBrew(SuccessCountAttack):
     name = "witches_brew"
     Config = WitchesBrewConfig
     removal_metric = "target_success"
@@ -220,12 +220,6 @@ class WitchesBrew(Attack):
 
     residual_test = "one-sided Fisher exact test: target successes of the unlearned vs the retrained model"
 
-    def residual_pvalue(self, scores_unlearned: np.ndarray, scores_retrain: np.ndarray) -> float:
-        from scipy import stats
-
-        n = len(scores_unlearned)
-        hu, hr = int(np.sum(scores_unlearned)), int(np.sum(scores_retrain))
-        return float(stats.fisher_exact([[hu, n - hu], [hr, n - hr]], alternative="greater").pvalue)
 
     @staticmethod
     def _target_probs(
