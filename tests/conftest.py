@@ -63,3 +63,17 @@ def mlflow_store(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     while mlflow.active_run() is not None:
         mlflow.end_run()
     mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def cli_exit():  # type: ignore[no-untyped-def]
+    """Run the CLI and return its exit status: main's return value, or argparse's (it exits on bad syntax)."""
+    from unlearn_search import cli
+
+    def run(argv: list[str]) -> int:
+        try:
+            return cli.main(argv)
+        except SystemExit as e:
+            return int(e.code or 0)
+
+    return run

@@ -43,3 +43,10 @@ def test_unknown_names_list_valid_ones():
         create_model(ModelSpec("resnet", (1, 8, 8), 10), seed=0)
     with pytest.raises(UsageError, match="unknown timm model 'resnet999'"):
         create_model(ModelSpec("timm:resnet999", (1, 8, 8), 10), seed=0)
+
+
+@pytest.mark.parametrize("name", ["timm:vit_tiny_patch16_224", "timm:resnet18"])
+def test_timm_models_take_32x32_inputs_and_10_classes(name):
+    """Fixed-size architectures (ViT) are built for the data's size; others ignore it."""
+    model = create_model(ModelSpec(name, (3, 32, 32), 10), seed=0)
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)

@@ -66,7 +66,7 @@ def test_poison_registers_both_references_then_reuses_them(mlflow_store, monkeyp
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["--dataset", "mnist"], "unknown dataset 'mnist'; valid: digits"),
+        (["--dataset", "mnist"], "unknown dataset 'mnist'; valid: cifar10, digits, folder:<path>, npz:<path>"),
         (["--model", "resnet"], "unknown model 'resnet'; valid: cnn, linear, mlp"),
         (["--attack", "flip"], "unknown attack 'flip'; valid: backdoor, gaussian"),
         (["--attack-params", "trigger=x"], "unknown attack parameter(s) trigger for attack 'gaussian'"),
@@ -99,5 +99,5 @@ def test_process_exit_code_and_no_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "unlearn_search", "poison", "--model", "nope"], cwd=tmp_path,
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
-    assert r.stderr.strip() == "error: unknown model 'nope'; valid: cnn, linear, mlp"
+    assert r.stderr.strip() == "error: unknown model 'nope'; valid: cnn, linear, mlp, resnet18_cifar"
     assert not (tmp_path / "mlflow.db").exists()

@@ -22,7 +22,7 @@ def test_hash_is_stable_and_sensitive():
 
 @pytest.mark.parametrize(
     "kwargs, needle",
-    [({"dataset": "mnist"}, "unknown dataset 'mnist'; valid: digits"),
+    [({"dataset": "mnist"}, "unknown dataset 'mnist'; valid: cifar10, digits"),
      ({"model": "vit"}, "unknown model 'vit'"),
      ({"attack": "x"}, "unknown attack 'x'"),
      ({"train": None}, None)],

@@ -25,13 +25,6 @@ from unlearn_search.training import TrainConfig
 FAST = ["--train-epochs", "3"]
 
 
-def _exit_code(argv: list[str]) -> int:
-    try:
-        return cli.main(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-
-
 def _study(name: str, storage: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=search.connect_storage(storage))
 
@@ -169,8 +162,8 @@ def test_infeasible_trial_is_never_best():
          "storage 'postgresql://bob:***@127.0.0.1:9/db' cannot be used"),
     ],
 )
-def test_bad_input_is_one_line_and_creates_nothing(mlflow_store, capsys, argv, needle):
-    assert _exit_code(["tune", *argv]) == 2
+def test_bad_input_is_one_line_and_creates_nothing(mlflow_store, capsys, cli_exit, argv, needle):
+    assert cli_exit(["tune", *argv]) == 2
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and needle in err, err
     assert "hunter2" not in err

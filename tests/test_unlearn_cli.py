@@ -51,19 +51,11 @@ def test_unlearn_on_a_fresh_store_builds_the_scenario_logs_and_registers(mlflow_
         (["--method", "cf_k", "--k", "0"], "k=0 is out of range"),
     ],
 )
-def test_bad_input_is_one_line_and_writes_nothing(mlflow_store, capsys, argv, needle):
-    assert _exit_code(["unlearn", *argv]) == 2
+def test_bad_input_is_one_line_and_writes_nothing(mlflow_store, capsys, cli_exit, argv, needle):
+    assert cli_exit(["unlearn", *argv]) == 2
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and needle in err, err
     assert not Path("mlflow.db").exists() and not Path("mlruns").exists()
-
-
-def _exit_code(argv: list[str]) -> int:
-    """main's return value, or argparse's exit status (it exits on bad syntax before main returns)."""
-    try:
-        return cli.main(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
 
 
 def test_unlearn_on_the_backdoor_attack_uses_its_own_metric(mlflow_store, capsys):

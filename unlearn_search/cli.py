@@ -28,12 +28,18 @@ class _Parser(argparse.ArgumentParser):
 def _add_scenario_args(p: argparse.ArgumentParser) -> None:
     from .attacks import ATTACKS
     from .attacks.gaussian import GaussianConfig
-    from .training import OPTIMIZERS, TrainConfig
+    from .presets import PRESETS
+    from .training import TrainConfig
 
-    t, g = TrainConfig(), GaussianConfig()
-    s = p.add_argument_group("scenario (what is poisoned and how the references are trained)")
-    s.add_argument("--dataset", default="digits", help="dataset name (default: digits)")
-    s.add_argument("--model", default="mlp", help="mlp, cnn, linear or timm:<architecture> (default: mlp)")
+    g = GaussianConfig()
+    s = p.add_argument_group("scenario (what is poisoned and how the references are trained); a flag left at "
+                             "'default' takes the preset's value")
+    s.add_argument("--preset", default="default", help="; ".join(
+        f"{n}: {PRESETS.get(n).summary}" for n in PRESETS.names()))
+    s.add_argument("--dataset", default="default",
+                   help="digits, cifar10, npz:<file>, folder:<dir> (default: the preset's; digits)")
+    s.add_argument("--model", default="default",
+                   help="mlp, cnn, linear, resnet18_cifar or timm:<architecture> (default: the preset's; mlp)")
     s.add_argument("--attack", default="gaussian",
                    help=f"poisoning attack: {', '.join(ATTACKS.names())} (default: gaussian)")
     s.add_argument("--poison-fraction", type=_optional_float, default="default",
@@ -42,26 +48,35 @@ def _add_scenario_args(p: argparse.ArgumentParser) -> None:
                    help=f"perturbation size, e.g. Gaussian noise std on [0,1] inputs (default: the attack's; {g.eps})")
     s.add_argument("--attack-params", type=_key_values, default="none",
                    help="other attack parameters as key=value,key=value (e.g. target_class=3,patch_size=2)")
-    s.add_argument("--train-epochs", type=int, default=t.epochs, help="epochs of the reference training recipe")
-    s.add_argument("--train-batch-size", type=int, default=t.batch_size)
-    s.add_argument("--train-optimizer", default=t.optimizer, help=f"one of {', '.join(OPTIMIZERS)}")
-    s.add_argument("--train-lr", type=float, default=t.lr)
-    s.add_argument("--train-momentum", type=float, default=t.momentum)
-    s.add_argument("--train-weight-decay", type=float, default=t.weight_decay)
+    default_train = PRESETS.get("default").train
+    for f in fields(TrainConfig):
+        value = getattr(default_train, f.name)
+        cast = _parse_bool if isinstance(value, bool) else type(value)
+        s.add_argument(f"--train-{f.name.replace('_', '-')}", type=_or_default(cast), default="default",
+                       help=f"training recipe: {f.name} (default: the preset's; {format_default(value)})")
     s.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: unlearn_search)")
 
 
 def scenario_from_args(a: argparse.Namespace) -> Any:
+    from .presets import PRESETS
     from .scenario import ScenarioConfig
     from .training import TrainConfig
 
-    train = TrainConfig(**{f.name: getattr(a, f"train_{f.name}") for f in fields(TrainConfig)})
-    attack_params = {"poison_fraction": a.poison_fraction, "eps": a.eps, **a.attack_params}
-    attack_params = {k: v for k, v in attack_params.items() if v is not None}
-    return ScenarioConfig(dataset=a.dataset, model=a.model, attack=a.attack, attack_params=attack_params,
-                          train=train, seed=a.seed)
+    preset = PRESETS.get(a.preset)
+    train = TrainConfig(**{f.name: _given(getattr(a, f"train_{f.name}"), getattr(preset.train, f.name))
+                           for f in fields(TrainConfig)})
+    attack_params = {**preset.attack_params.get(a.attack, {}),
+                     **{k: v for k, v in {"poison_fraction": a.poison_fraction, "eps": a.eps}.items() if v is not None},
+                     **a.attack_params}
+    return ScenarioConfig(dataset=_given(a.dataset, preset.dataset), model=_given(a.model, preset.model),
+                          attack=a.attack, attack_params=attack_params, train=train, seed=a.seed)
+
+
+def _given(value: Any, preset_value: Any) -> Any:
+    """The flag's value unless it was left at 'default' (None after parsing), else the preset's."""
+    return preset_value if value is None or value == "default" else value
 
 
 def _prepare(a: argparse.Namespace) -> tuple[Any, Any]:
@@ -232,6 +247,21 @@ def _optional_float(v: str) -> float | None:
         return float(v)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid number {v!r}; valid: a number or 'default'") from None
+
+
+def _or_default(cast: Any) -> Any:
+    """An argparse type: ``cast(v)``, or None for 'default' (the preset's value)."""
+
+    def parse(v: str) -> Any:
+        if v.strip().lower() == "default":
+            return None
+        try:
+            return cast(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid value {v!r}; valid: a {cast.__name__} or 'default'") from None
+
+    parse.__name__ = cast.__name__
+    return parse
 
 
 def _key_values(v: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from torch import nn
 from .attacks import ATTACKS, Attack, Poisoning, Victim
 from .compute import retrain_cost
 from .context import RunContext
-from .data import DATASETS, Dataset, load_dataset
+from .data import Dataset, check_dataset_name, dataset_fingerprint, load_dataset
 from .errors import check_range
 from .metrics import loss_mia, per_sample_loss
 from .models import ModelSpec, check_model_name, create_model
@@ -37,7 +37,7 @@ class ScenarioConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        DATASETS.get(self.dataset)
+        check_dataset_name(self.dataset)
         check_model_name(self.model)
         attack_cls = ATTACKS.get(self.attack)
         check_range("seed", self.seed, low=0)
@@ -53,6 +53,9 @@ class ScenarioConfig:
         """Flat, sorted parameter dict: what is logged as MLflow params/tags and hashed."""
         flat: dict[str, Any] = {"dataset": self.dataset, "model": self.model, "attack": self.attack,
                                 "seed": self.seed}
+        fingerprint = dataset_fingerprint(self.dataset)
+        if fingerprint:  # a user's files: edited data must not reuse references trained on the old contents
+            flat["dataset.fingerprint"] = fingerprint
         flat.update({f"attack.{k}": v for k, v in self.attack_params.items()})
         flat.update({f"train.{k}": v for k, v in self.train.to_dict().items()})
         return dict(sorted(flat.items()))

@@ -2,15 +2,23 @@
 
 Used for the poisoned model, the retrained reference and, through `make_optimizer` and `iterate_batches`, by the
 unlearning methods, so that everything shares one notion of an epoch and of a unit of compute.
+
+The paper-scale recipe adds, all off by default: per-batch data augmentation (``augment="crop_flip"``: the standard
+CIFAR random 4-pixel-padded crop and horizontal flip, applied on the device to the batch as indexed, so poisons are
+augmented like every other point), a per-epoch cosine learning-rate schedule, and on CUDA bf16 autocast (``amp``).
+On CUDA, models with conv layers also train in channels_last memory format. Only `train` augments; evaluation, GUS
+and the unlearning methods see the raw inputs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .compute import ComputeMeter
@@ -20,6 +28,9 @@ from .errors import check_choice, check_range
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "sgd")
+AUGMENTS = ("none", "crop_flip")
+LR_SCHEDULES = ("constant", "cosine")
+CROP_PADDING = 4  # pixels of zero padding around the image before the random crop (the standard CIFAR recipe)
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,9 @@ class TrainConfig:
     lr: float = 1e-3
     momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
+    augment: str = "none"  # or "crop_flip" (random crop with 4-pixel zero padding + horizontal flip)
+    lr_schedule: str = "constant"  # or "cosine": annealed to 0 over `epochs`, stepped once per epoch
+    amp: bool = False  # bf16 autocast; CUDA only (ignored on CPU)
 
     def __post_init__(self) -> None:
         check_range("epochs", self.epochs, low=1)
@@ -40,6 +54,8 @@ class TrainConfig:
         check_range("lr", self.lr, low=0, low_open=True)
         check_range("momentum", self.momentum, low=0, high=1, high_open=True)
         check_range("weight_decay", self.weight_decay, low=0)
+        check_choice("augment", self.augment, AUGMENTS)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -67,6 +83,38 @@ def iterate_batches(
     yield from order.split(batch_size)
 
 
+def draw_crop_flip(
+    n: int, generator: torch.Generator, pad: int = CROP_PADDING
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random parameters of `apply_crop_flip` for ``n`` images: row and column offsets in ``0..2*pad`` and flips."""
+    offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    return offsets[0], offsets[1], flip
+
+
+def apply_crop_flip(
+    x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int = CROP_PADDING
+) -> torch.Tensor:
+    """Crop ``x`` (B, C, H, W), zero-padded by ``pad``, at per-image offsets ``(dy, dx)`` and mirror where ``flip``.
+
+    Vectorised: one gather over the flattened padded images; offset ``pad`` without flip is the identity.
+    """
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p), zeros outside the image
+    wp = w + 2 * pad
+    ar_h = torch.arange(h, device=x.device)
+    ar_w = torch.arange(w, device=x.device)
+    rows = dy.to(x.device)[:, None] + ar_h  # (B, H)
+    cols = dx.to(x.device)[:, None] + torch.where(flip.to(x.device)[:, None], w - 1 - ar_w, ar_w)  # (B, W)
+    src = (rows[:, :, None] * wp + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
+    return padded.flatten(2).gather(2, src).view(b, c, h, w)
+
+
+def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = CROP_PADDING) -> torch.Tensor:
+    """The standard CIFAR augmentation of a batch ``x`` (B, C, H, W), seeded by ``generator`` (a CPU generator)."""
+    return apply_crop_flip(x, *draw_crop_flip(len(x), generator, pad), pad=pad)
+
+
 def train(
     model: nn.Module,
     x: torch.Tensor,
@@ -79,24 +127,49 @@ def train(
     """Train ``model`` in place on ``(x, y)`` with ``cfg``; returns it. Charges each batch to ``meter``."""
     meter = meter if meter is not None else ComputeMeter()
     device = ctx.device
+    cuda = device.type == "cuda"
+    # channels_last speeds up convs on CUDA; restored below so the returned model looks as before.
+    channels_last = cuda and any(isinstance(m, nn.Conv2d) for m in model.modules()) and x.dim() == 4
     model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     x, y = x.to(device), y.to(device)
     opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs) if cfg.lr_schedule == "cosine" else None
     loss_fn = nn.CrossEntropyLoss()
     gen = ctx.generator(offset=1)
+    aug_gen = ctx.generator(offset=2)  # its own stream: the shuffling order does not depend on `augment`
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cfg.amp and cuda else contextlib.nullcontext
+    n = len(x)
     for epoch in range(cfg.epochs):
         model.train()
         total = torch.zeros((), device=device)
-        for idx in iterate_batches(len(x), cfg.batch_size, gen):
-            idx = idx.to(device)
+        # The epoch's order and augmentation draws go to the device once: no host sync per batch.
+        order = torch.randperm(n, generator=gen).to(device)  # the order `iterate_batches` would give
+        if cfg.augment == "crop_flip":
+            dy, dx, flip = (t.to(device) for t in draw_crop_flip(n, aug_gen))
+        start = 0
+        for idx in order.split(cfg.batch_size):
+            end = start + len(idx)
+            xb = x[idx]
+            if cfg.augment == "crop_flip":
+                xb = apply_crop_flip(xb, dy[start:end], dx[start:end], flip[start:end])
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x[idx]), y[idx])
+            with autocast():
+                loss = loss_fn(model(xb), y[idx])
             loss.backward()
             opt.step()
             meter.charge_train(len(idx))
             total += loss.detach() * len(idx)
+            start = end
+        if sched is not None:
+            sched.step()
         if on_epoch is not None:
-            on_epoch(epoch, float(total) / len(x))  # one host sync per epoch, not per batch
+            on_epoch(epoch, float(total) / n)  # one host sync per epoch, not per batch
+    if channels_last:
+        model.to(memory_format=torch.contiguous_format)
     model.eval()
     return model
 

@@ -78,6 +78,7 @@ def model_blocks(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.children() if next(m.parameters(), None) is not None]
 
 
+from . import resnet_cifar as _resnet_cifar  # noqa: E402,F401  (registers "resnet18_cifar")
 from . import small as _small  # noqa: E402,F401  (registers "mlp", "cnn")
 
 __all__ = ["MODELS", "ModelSpec", "check_model_name", "create_model", "load_model", "model_blocks"]

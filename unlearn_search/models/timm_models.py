@@ -7,6 +7,8 @@ on if it does not.
 
 from __future__ import annotations
 
+from typing import Any
+
 import timm
 from torch import nn
 
@@ -21,5 +23,11 @@ def check_timm_name(name: str) -> None:
 
 
 def create_timm(name: str, input_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
-    model: nn.Module = timm.create_model(name, pretrained=False, num_classes=n_classes, in_chans=input_shape[0])
+    """Architectures with a fixed input size (ViT, DeiT, ...) are built for the data's size (``img_size``);
+    the others do not take that argument and are built without it."""
+    kwargs: dict[str, Any] = {"pretrained": False, "num_classes": n_classes, "in_chans": input_shape[0]}
+    try:
+        model: nn.Module = timm.create_model(name, img_size=input_shape[1:], **kwargs)
+    except TypeError:
+        model = timm.create_model(name, **kwargs)
     return model
