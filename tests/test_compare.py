@@ -122,3 +122,10 @@ def test_bad_attacks(text, needle):
 
     with pytest.raises(UsageError, match=needle):
         parse_attacks(text, "gaussian")
+
+
+def test_footer_mentions_gus_only_where_there_is_gus():
+    rows = [report.Row("no unlearning", 1, {"backdoor_asr": 0.9, "removal": 0.0})]
+    assert report.markdown(rows, 1).endswith("\n\n(1 seed)\n")
+    rows = [report.Row("no unlearning", 1, {"gus": 0.4, "gus_se": 0.05, "removal": 0.0})]
+    assert report.markdown(rows, 1).endswith("(1 seed; GUS ± its standard error over poisons)\n")

@@ -77,13 +77,15 @@ def verdict_cell(row: Row) -> str:
 
 
 def markdown(rows: Sequence[Row], n_seeds: int) -> str:
-    spread = "± std over seeds" if n_seeds > 1 else "GUS ± its standard error over poisons"
+    spread = ("± std over seeds" if n_seeds > 1
+              else "GUS ± its standard error over poisons" if any("gus" in r.mean for r in rows) else "")
     cols = _columns(rows)
     head = ["method", *(title for _, title in cols), "poison removed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join([r.name, *(_cell(r, k) for k, _ in cols), verdict_cell(r)]) + " |")
-    return "\n".join(lines) + f"\n\n({n_seeds} seed{'s' if n_seeds > 1 else ''}; {spread})\n"
+    note = f"{n_seeds} seed{'s' if n_seeds > 1 else ''}" + (f"; {spread}" if spread else "")
+    return "\n".join(lines) + f"\n\n({note})\n"
 
 
 def side_by_side(tables: Mapping[str, Sequence[Row]], metrics: Mapping[str, str], n_seeds: int) -> str:
