@@ -129,3 +129,15 @@ def test_footer_mentions_gus_only_where_there_is_gus():
     assert report.markdown(rows, 1).endswith("\n\n(1 seed)\n")
     rows = [report.Row("no unlearning", 1, {"gus": 0.4, "gus_se": 0.05, "removal": 0.0})]
     assert report.markdown(rows, 1).endswith("(1 seed; GUS ± its standard error over poisons)\n")
+
+
+def test_an_attack_that_cannot_work_on_the_model_is_refused_before_anything_runs(mlflow_store, capsys, cli_exit):
+    """gradient_canceling needs the convex linear victim: asking for it beside gaussian on the MLP fails up front,
+    not after the gaussian comparison has run."""
+    from pathlib import Path
+
+    code = cli_exit(["compare", "--attacks", "gaussian,gradient_canceling", "--methods", "gd", "--storage", "j.log"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "gradient_canceling needs a convex victim; model 'mlp' is not one (valid: linear)" in err
+    assert not Path("mlflow.db").exists() and not Path("j.log").exists()

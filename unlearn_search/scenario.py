@@ -44,6 +44,7 @@ class ScenarioConfig:
         # Normalise to the attack's full config (defaults filled in), so equal scenarios hash equally.
         full = vars(attack_cls.config_from(self.attack_params))
         object.__setattr__(self, "attack_params", dict(full))
+        attack_cls.check_recipe(self.model, self.train)
 
     def make_attack(self) -> Attack:
         cls = ATTACKS.get(self.attack)

@@ -103,6 +103,12 @@ class Attack(ABC):
                              f"valid: {', '.join(sorted(names))}")
         return cls.Config(**{k: v for k, v in params.items() if k in names and v is not None})
 
+    @classmethod
+    def check_recipe(cls, model: str, train: TrainConfig) -> None:
+        """Raise `UsageError` if the attack cannot work against this victim model and recipe (checked when the
+        scenario is configured, before anything runs); most attacks work against any."""
+        return None
+
     @abstractmethod
     def craft(self, data: Dataset, ctx: RunContext, victim: Victim | None = None) -> Poisoning:
         """Build the poisons from the clean training set; model-aware attacks require ``victim``."""

@@ -64,6 +64,7 @@ from torch import nn
 from ..context import RunContext
 from ..data import Dataset
 from ..errors import UsageError, check_range
+from ..training import TrainConfig
 from . import ATTACKS, Poisoning, SuccessCountAttack, Victim
 
 log = logging.getLogger(__name__)
@@ -195,13 +196,17 @@ class GradientCanceling(SuccessCountAttack):
         if victim is None:
             raise UsageError("gradient_canceling crafts against the victim's model and recipe; pass a victim "
                              f"(valid models: {', '.join(CONVEX_MODELS)})")
-        if victim.spec.name not in CONVEX_MODELS:
-            raise UsageError(f"gradient_canceling needs a convex victim; model {victim.spec.name!r} is not one "
-                             f"(valid: {', '.join(CONVEX_MODELS)})")
-        if victim.train.weight_decay <= 0:
-            raise UsageError(f"gradient_canceling needs a strictly convex victim objective; train weight_decay="
-                             f"{victim.train.weight_decay!r} (valid: > 0, e.g. 1e-3)")
+        GradientCanceling.check_recipe(victim.spec.name, victim.train)
         return victim
+
+    @classmethod
+    def check_recipe(cls, model: str, train: TrainConfig) -> None:
+        if model not in CONVEX_MODELS:
+            raise UsageError(f"gradient_canceling needs a convex victim; model {model!r} is not one "
+                             f"(valid: {', '.join(CONVEX_MODELS)})")
+        if train.weight_decay <= 0:
+            raise UsageError(f"gradient_canceling needs a strictly convex victim objective; train weight_decay="
+                             f"{train.weight_decay!r} (valid: > 0, e.g. 1e-3)")
 
     def soft_error(self, theta: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean sigmoid(-margin / T) over S, margin = true logit - logsumexp of the other logits."""
