@@ -104,3 +104,32 @@ def test_config_validation():
         TrainConfig(augment="flip")
     with pytest.raises(UsageError, match="unknown lr_schedule 'step'; valid: constant, cosine"):
         TrainConfig(lr_schedule="step")
+
+
+def test_poisons_enter_training_raw_and_only_training_augments(monkeypatch):
+    """The augmentation receives the poisoned images as stored (noise already in the raw input), so poisons are
+    applied before augmentation; evaluation (GUS included) never augments."""
+    from unlearn_search import training
+    from unlearn_search.context import RunContext
+    from unlearn_search.models import create_model
+    from unlearn_search.scenario import ScenarioConfig, build_scenario, evaluate
+
+    seen: list[torch.Tensor] = []
+    real = training.apply_crop_flip
+
+    def spy(x, *args, **kwargs):
+        seen.append(x.clone())
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(training, "apply_crop_flip", spy)
+    ctx = RunContext(seed=0)
+    cfg = ScenarioConfig(train=TrainConfig(epochs=1, augment="crop_flip"))
+    sc = build_scenario(cfg, ctx)
+    model = train(create_model(sc.spec, seed=0), *sc.corrupted, cfg.train, ctx)
+    inputs = torch.cat(seen).flatten(1)
+    assert len(inputs) == len(sc.corrupted[0])  # one epoch: every training point augmented once
+    poisons = sc.poisoning.x_poison.flatten(1)
+    assert bool((inputs[None, :, :] == poisons[:, None, :]).all(-1).any(-1).all())  # each poison, as stored
+    n_calls = len(seen)
+    evaluate(model, sc, ctx)
+    assert len(seen) == n_calls
