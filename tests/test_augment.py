@@ -133,3 +133,11 @@ def test_poisons_enter_training_raw_and_only_training_augments(monkeypatch):
     n_calls = len(seen)
     evaluate(model, sc, ctx)
     assert len(seen) == n_calls
+
+
+def test_iterate_batches_on_a_device_gives_the_same_order():
+    from unlearn_search.training import iterate_batches
+
+    a = list(iterate_batches(10, 3, torch.Generator().manual_seed(4)))
+    b = list(iterate_batches(10, 3, torch.Generator().manual_seed(4), device=torch.device("cpu")))
+    assert [x.tolist() for x in a] == [x.tolist() for x in b] and sorted(torch.cat(a).tolist()) == list(range(10))

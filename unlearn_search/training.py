@@ -76,10 +76,13 @@ def make_optimizer(
 
 
 def iterate_batches(
-    n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True
+    n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True, device: torch.device | None = None
 ) -> Iterator[torch.Tensor]:
-    """Index batches over ``range(n)``, reshuffled by ``generator`` on each call (one call = one epoch)."""
+    """Index batches over ``range(n)``, reshuffled by ``generator`` on each call (one call = one epoch). With
+    ``device`` the epoch's order is moved there once, so batches need no host-to-device copy each."""
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if device is not None:
+        order = order.to(device)
     yield from order.split(batch_size)
 
 

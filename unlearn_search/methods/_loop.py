@@ -32,6 +32,7 @@ def budgeted_epoch(
     meter: ComputeMeter,
     gen: torch.Generator,
     cost_per_example: float = 1.0,
+    device: torch.device | None = None,
 ) -> tuple[float, int, bool]:
     """One shuffled pass over ``range(n)`` calling ``step(idx)`` per batch while the budget allows.
 
@@ -41,7 +42,7 @@ def budgeted_epoch(
     """
     total: torch.Tensor | float = 0.0  # summed on the device: no host sync per batch
     batches, exhausted = 0, False
-    for idx in iterate_batches(n, batch_size, gen):
+    for idx in iterate_batches(n, batch_size, gen, device=device):
         cost = cost_per_example * len(idx)
         if not meter.can_afford(cost):
             exhausted = True

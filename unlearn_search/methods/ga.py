@@ -73,7 +73,7 @@ def ga(
     while not (diverged or exhausted) and (cfg.epochs == 0 or epoch < cfg.epochs):
         work.train()
         total, batches = 0.0, 0
-        for idx in iterate_batches(len(x), cfg.batch_size, gen):
+        for idx in iterate_batches(len(x), cfg.batch_size, gen, device=ctx.device):
             if not meter.can_afford(len(idx)):
                 exhausted = True
                 break

@@ -84,7 +84,7 @@ def descend(
     epoch = 0
     while cfg.epochs == 0 or epoch < cfg.epochs:
         model.train()
-        loss, batches, exhausted = budgeted_epoch(len(x), cfg.batch_size, step, meter, gen)
+        loss, batches, exhausted = budgeted_epoch(len(x), cfg.batch_size, step, meter, gen, device=ctx.device)
         if batches:
             epoch += 1
             if on_epoch is not None:

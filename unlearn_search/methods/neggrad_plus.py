@@ -61,13 +61,15 @@ def search_space(trial: Any) -> dict[str, Any]:
     }
 
 
-def _cycle(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor | None]:
+def _cycle(
+    n: int, batch_size: int, gen: torch.Generator, device: torch.device
+) -> Iterator[torch.Tensor | None]:
     """Forget index batches forever, reshuffled at each pass; ``None`` forever when the set is empty."""
     while True:
         if n == 0:
             yield None
         else:
-            yield from iterate_batches(n, batch_size, gen)
+            yield from iterate_batches(n, batch_size, gen, device=device)
 
 
 @register_method("neggrad_plus", NegGradPlusConfig, search_space)
@@ -90,10 +92,11 @@ def neggrad_plus(
     epoch, steps, exhausted = 0, 0, False
     while not exhausted and (cfg.epochs == 0 or epoch < cfg.epochs):
         work.train()
-        forget_batches = _cycle(len(xf), cfg.forget_batch_size, fgen)
+        forget_batches = _cycle(len(xf), cfg.forget_batch_size, fgen, ctx.device)
         sums = torch.zeros(3, device=ctx.device)  # objective, retain CE, forget CE; summed on the device
         batches = 0
-        for ridx, fidx in zip(iterate_batches(len(xr), cfg.batch_size, rgen), forget_batches, strict=False):
+        retain_batches = iterate_batches(len(xr), cfg.batch_size, rgen, device=ctx.device)
+        for ridx, fidx in zip(retain_batches, forget_batches, strict=False):
             cost = len(ridx) + (0 if fidx is None else len(fidx))
             if not meter.can_afford(cost):
                 exhausted = True

@@ -189,8 +189,8 @@ def scrub(
         ran, exhausted = 0, False
         if epoch <= cfg.msteps:
             neg_kl, batches, exhausted = budgeted_epoch(
-                len(x_f), cfg.forget_batch_size, max_step, meter, gen_f, cost_per_example=STEP_COST
-            )
+                len(x_f), cfg.forget_batch_size, max_step, meter, gen_f, cost_per_example=STEP_COST,
+                device=ctx.device)
             if batches:
                 max_epochs += 1
                 max_steps += batches
@@ -198,8 +198,8 @@ def scrub(
                 values["forget_kl"] = -neg_kl
         if not exhausted:
             loss, batches, exhausted = budgeted_epoch(
-                len(x_r), cfg.retain_batch_size, min_step, meter, gen_r, cost_per_example=STEP_COST
-            )
+                len(x_r), cfg.retain_batch_size, min_step, meter, gen_r, cost_per_example=STEP_COST,
+                device=ctx.device)
             if batches:
                 min_steps += batches
                 ran += batches

@@ -95,7 +95,7 @@ def importance(
     total: torch.Tensor | float = 0.0
     batches = 0
     try:
-        for idx in iterate_batches(len(x), batch_size, gen):
+        for idx in iterate_batches(len(x), batch_size, gen, device=x.device):
             if meter is not None:
                 meter.charge_train(len(idx))
             idx = idx.to(x.device)
