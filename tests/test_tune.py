@@ -198,3 +198,12 @@ def test_attack_without_effect_runs_no_trials_and_says_so(mlflow_store, monkeypa
     assert "no measurable effect" in caplog.text
     parent = mlflow.search_runs(search_all_experiments=True, filter_string="tags.entry_point = 'tune'")
     assert list(parent["tags.attack_effect"]) == ["none"]
+
+
+def test_trials_carry_the_models_depth_for_depth_dependent_spaces(mlflow_store):
+    args = ["tune", "--method", "eu_k", "--n-trials", "1", "--storage", "optuna_journal.log", "--study-name", "depth",
+            *FAST]
+    assert cli.main(args) == 0
+    (trial,) = _study("depth", "optuna_journal.log").trials
+    assert trial.user_attrs["model_blocks"] == 3  # the MLP: EU-k's k is drawn from 1..3
+    assert trial.distributions["k"].high == 3

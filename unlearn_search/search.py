@@ -28,6 +28,7 @@ from torch import nn
 from .context import RunContext
 from .errors import UsageError, check_choice, check_range
 from .methods import METHODS, Method
+from .models import model_blocks
 from .scenario import Scenario
 from .unlearning import Diverged, unlearn
 
@@ -165,9 +166,11 @@ def make_objective(
     key = attack.removal_metric
     m_p, m_r = reference_metrics["poisoned"][key], reference_metrics["retrain"][key]
     acc_floor = reference_metrics["poisoned"]["test_acc"] - tc.utility_tolerance
+    n_blocks = len(model_blocks(poisoned))
 
     def objective(trial: optuna.Trial) -> Any:
         assert method.search_space is not None
+        trial.set_user_attr("model_blocks", n_blocks)  # for depth-dependent spaces (EU-k, CF-k: k <= blocks)
         params = method.search_space(trial)
         budget = trial.suggest_float("budget", tc.budget_max / 10, tc.budget_max, log=True)
         cfg = method.config(**params)

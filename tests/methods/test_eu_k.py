@@ -166,3 +166,18 @@ def test_search_space_draws_k_and_lr_and_runs_on_budget():
     params = m.search_space(Trial())
     assert params["epochs"] == 0
     assert m.config(**params).k == 3
+
+
+def test_search_space_k_range_follows_the_models_depth():
+    """The tuner records the model's block count on the trial; k is searched over all of them."""
+    import optuna
+
+    from unlearn_search.models import ModelSpec, create_model, model_blocks
+
+    n = len(model_blocks(create_model(ModelSpec("resnet18_cifar", (3, 32, 32), 10), seed=0)))
+    assert n == 6
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.set_user_attr("model_blocks", n)
+    METHODS.get("eu_k").search_space(trial)  # type: ignore[misc]
+    assert study.trials[0].distributions["k"].high == 6

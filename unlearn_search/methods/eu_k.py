@@ -12,8 +12,8 @@ Reference defaults (SCRUB code / CMU benchmark, REFERENCES.md): k = 1 (the last 
 full recipe: SGD lr 0.01, momentum 0.9, weight decay 5e-4, 10 epochs, batch 64. ``k`` is checked against
 the model's depth when the method runs (`UsageError` unless 1 <= k <= number of blocks), before any
 training. Compute: each retain example costs 1 unit although the frozen blocks need no backward (an upper
-bound, the same as GD's). Search space: k in 1..3 (the depth of our MLP and CNN; a timm ResNet has 7 blocks,
-so a search on it would need the range widened) and a log-uniform lr; epochs 0 (the budget decides).
+bound, the same as GD's). Search space: k in 1..(number of blocks of the scenario's model: 3 for our MLP and
+CNN, 6 for resnet18_cifar) and a log-uniform lr; epochs 0 (the budget decides).
 """
 
 from __future__ import annotations
@@ -49,9 +49,11 @@ class EUkConfig:
 
 
 def search_space(trial: Any) -> dict[str, Any]:
-    """k in 1..3: the depth of our MLP and CNN (see the module docstring)."""
+    """k in 1..(the model's number of blocks), which the tuner puts in the trial's ``model_blocks`` user
+    attribute (3 when absent: our MLP and CNN); a log-uniform lr."""
+    n_blocks = int(getattr(trial, "user_attrs", {}).get("model_blocks", 3))
     return {
-        "k": trial.suggest_int("k", 1, 3),
+        "k": trial.suggest_int("k", 1, n_blocks),
         "lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True),
         "epochs": 0,  # the searched budget decides how long it runs
     }
