@@ -15,7 +15,7 @@ import numpy as np
 import optuna
 from torch import nn
 
-from . import plots, tracking
+from . import plots, tracking, verdict
 from .context import RunContext
 from .methods import METHODS
 from .scenario import ScenarioConfig
@@ -99,7 +99,7 @@ def run_tune(
         n_run = max(tc.n_trials - len(finished), 0) if top_up else tc.n_trials
         key = sc.attack.removal_metric
         m_p, m_r = refs.metrics["poisoned"][key], refs.metrics["retrain"][key]
-        if not math.isfinite(m_p - m_r) or abs(m_p - m_r) < 1e-12:
+        if not verdict.has_effect(m_p, m_r):
             # Removal is (m_p - m_u) / (m_p - m_r): undefined when the poisons changed nothing.
             log.warning("the attack had no measurable effect on this scenario (%s: poisoned %.4g = retrained %.4g):"
                         " nothing to unlearn, no trials run", key, m_p, m_r)

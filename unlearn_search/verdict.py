@@ -25,12 +25,17 @@ LEVEL = 0.05
 UTILITY_TOLERANCE = 0.02
 
 
+def has_effect(poisoned: float, retrain: float) -> bool:
+    """Whether the poisons changed the attack's metric at all (else removal is undefined: nothing to unlearn)."""
+    gap = poisoned - retrain
+    return math.isfinite(gap) and abs(gap) >= 1e-12
+
+
 def removal(poisoned: float, retrain: float, unlearned: float) -> float:
     """(m_p - m_u) / (m_p - m_r): 0 = no change from the poisoned model, 1 = as good as retraining."""
-    gap = poisoned - retrain
-    if not math.isfinite(gap) or abs(gap) < 1e-12:
+    if not has_effect(poisoned, retrain):
         return float("nan")
-    return (poisoned - unlearned) / gap
+    return (poisoned - unlearned) / (poisoned - retrain)
 
 
 def paired_pvalue(scores_unlearned: np.ndarray, scores_retrain: np.ndarray) -> float:

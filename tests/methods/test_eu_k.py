@@ -13,7 +13,6 @@ from unlearn_search.errors import UsageError
 from unlearn_search.methods import METHODS, Budget, eu_k
 from unlearn_search.methods._loop import reinitialise
 from unlearn_search.models import model_blocks
-from unlearn_search.models.small import BlockNet
 
 NO_STEP = Budget(1.0, retrain_cost=1.0)  # 1 unit < one batch: the budget allows no training step at all
 PLENTY = Budget(1.0, retrain_cost=1e9)
@@ -96,38 +95,6 @@ def test_seeded_from_the_context_and_deterministic(tiny_model, tiny_splits, ctx)
     global_state = torch.get_rng_state()
     m.run(tiny_model, tiny_splits, m.config(), NO_STEP, ctx)
     assert torch.equal(torch.get_rng_state(), global_state)  # the global RNG is never used
-
-
-def test_frozen_batchnorm_statistics_stay_put(ctx, tiny_splits):
-    torch.manual_seed(0)
-    model = BlockNet([nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU()),
-                      nn.Linear(16, 4)])
-    m = METHODS.get("eu_k")
-    res = m.run(model, tiny_splits, m.config(epochs=1), PLENTY, ctx)
-    for (name, v0), v1 in zip(model.blocks[0].state_dict().items(), res.model.blocks[0].state_dict().values(),
-                              strict=True):
-        assert torch.equal(v0, v1), name  # running_mean / running_var / num_batches_tracked included
-
-
-def test_returned_model_is_trainable_again_and_input_unchanged(tiny_model, tiny_splits, ctx):
-    before = {n: v.clone() for n, v in tiny_model.state_dict().items()}
-    m = METHODS.get("eu_k")
-    res = m.run(tiny_model, tiny_splits, m.config(k=2, epochs=1), PLENTY, ctx)
-    assert all(p.requires_grad for p in res.model.parameters())
-    assert not any(mod._forward_pre_hooks for mod in res.model.modules())
-    assert all(p.requires_grad for p in tiny_model.parameters())
-    for n, v in tiny_model.state_dict().items():
-        assert torch.equal(v, before[n])
-
-
-@pytest.mark.parametrize("fixture", ["tiny_model", "tiny_cnn"])
-def test_k_beyond_the_depth_fails_before_any_work(fixture, tiny_splits, ctx, request):
-    model = request.getfixturevalue(fixture)
-    m = METHODS.get("eu_k")
-    calls: list[int] = []
-    with pytest.raises(UsageError, match=r"k=4.*1\.\.3"):
-        m.run(model, tiny_splits, m.config(k=4), PLENTY, ctx, on_epoch=lambda e, mod, v: calls.append(e))
-    assert calls == []
 
 
 def test_config_validation_names_the_field():
