@@ -179,28 +179,22 @@ def cmd_tune(a: argparse.Namespace) -> int:
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
-
     from .compare import parse_attacks, parse_levels, parse_methods, run_compare_attacks
+    from .errors import check_range
     from .search import TuneConfig, connect_storage
 
     methods = parse_methods(a.methods)
     attacks = parse_attacks(a.attacks, a.attack)
     if len(attacks) > 1 and a.attack_params:
-        from .errors import UsageError
-
         raise UsageError(f"attack_params={a.attack_params} applies to one attack; with attacks={a.attacks} each "
                          "attack takes its defaults (poison_fraction and eps, when given, apply to all)")
     levels = parse_levels(a.budget_levels)
     template = TuneConfig(method=methods[0], n_trials=a.n_trials, budget_max=a.budget_max, storage=a.storage,
                           utility_tolerance=a.utility_tolerance)
-    from .errors import check_range
-
     check_range("seeds", a.seeds, low=1)
-    bases = []
-    for attack in attacks:
-        a_one = argparse.Namespace(**{**vars(a), "attack": attack})
-        bases.append(_prepare(a_one)[0])  # every scenario validated before anything runs
-    _, ctx = _prepare(a)
+    # one scenario per attack, every one validated before anything runs (--attack only matters without --attacks)
+    prepared = [_prepare(argparse.Namespace(**{**vars(a), "attack": attack})) for attack in attacks]
+    bases, ctx = [cfg for cfg, _ in prepared], prepared[0][1]
     connect_storage(template.storage)
     run_compare_attacks(methods, bases, a.seeds, levels, template, ctx, a.experiment)
     return 0
