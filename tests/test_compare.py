@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from unlearn_search import cli, report
 from unlearn_search.errors import UsageError
 
-ARGS = ["compare", "--methods", "gd,ga", "--n-trials", "2", "--train-epochs", "3", "--storage", "j.log"]
+ARGS = ["compare", "--methods", "gd,ga", "--n-trials", "2", "--train-epochs", "3", "--storage", "j.log", "--seeds", "1"]
 
 
 def test_table_matches_trial_runs_and_second_compare_reuses_studies(mlflow_store, capsys):
@@ -63,7 +63,42 @@ def test_aggregate_over_seeds_by_hand():
     assert a.mean["removal"] == pytest.approx(0.3) and a.std["removal"] == pytest.approx(math.sqrt(0.02))
     assert (a.n, a.removed, a.missing) == (2, 1, 0)
     assert (b.n, b.removed, b.missing) == (1, 1, 1) and "removal" not in b.std
-    assert report.verdict_cell(a) == "removed in 1/2"
+    assert report.verdict_cell(a) == "removed in 1 of 2 seeds: the seeds disagree"  # no residual test to combine
+
+
+def test_verdict_over_seeds_by_hand():
+    """Per-seed best trials -> the removal's t-interval, the combined (Stouffer) verdict and the search flag."""
+    from scipy import stats
+
+    z = [3.0, 1.0, 0.5]  # gus_z of each seed's best trial; seed 0 still detected, seeds 1 and 2 not
+    per_seed = [{"m": {"removal": r, "removal_pvalue": float(stats.norm.sf(zi)), "poison_removed": float(zi < 1.645),
+                       "residual_min_pvalue": 0.0, "search_still_improving": float(i == 2)}}
+                for i, (r, zi) in enumerate(zip([0.4, 0.8, 0.9], z, strict=True))]
+    (row,) = report.aggregate(per_seed, ["m"], "stouffer")
+    half = stats.t.ppf(0.975, 2) * stats.sem([0.4, 0.8, 0.9])
+    assert row.ci == (pytest.approx(0.7 - half), pytest.approx(0.7 + half))
+    assert row.combined_pvalue == pytest.approx(stats.norm.sf(sum(z) / math.sqrt(3)))  # z = 2.6: detected
+    assert row.combined_removed is False and row.removed == 2 and row.disagree and row.improving == 1
+    cell = report.verdict_cell(row)
+    assert cell.startswith("not removed (Stouffer's z p = 0.0047); removed in 2 of 3 seeds: the seeds disagree")
+    assert report.search_cell(row) == "still improving in 1 of 3 seeds: run more trials"
+    md = report.markdown([row], 3)
+    assert "| m | 0.7 [" in md and "mean [95% t-interval] over seeds" in md
+    # a seed without any feasible trial counts against "removed"
+    (row,) = report.aggregate([*per_seed[1:], {"m": None}], ["m"], "stouffer")
+    assert row.combined_removed is False and "no feasible trial in 1" in report.verdict_cell(row)
+
+
+@pytest.mark.parametrize("history, improving", [
+    ([0.1, 0.5, 0.3, 0.2, 0.4], False),  # best at trial 1 of 5
+    ([0.1, 0.2, 0.3, 0.4, 0.5], True),  # best in the last trial
+    ([float("nan")] * 3, False),  # no feasible trial: nothing to improve on
+    ([0.1] * 8 + [0.2, 0.6], True),  # 10 trials: the last 2 are the last fifth
+    ([0.1] * 7 + [0.6, 0.2, 0.3], False),
+    ([0.6, 0.6, 0.6, 0.6, 0.6], False),  # ties: the first to reach the best counts
+])
+def test_still_improving_by_hand(history, improving):
+    assert report.still_improving(history) is improving
 
 
 def test_best_at_levels():
@@ -83,7 +118,7 @@ def test_bad_methods(text, needle):
 
 def test_compare_tabulates_attacks_side_by_side(mlflow_store, capsys):
     args = ["compare", "--attacks", "gaussian,backdoor", "--methods", "gd", "--n-trials", "2", "--train-epochs", "3",
-            "--storage", "j.log", "--utility-tolerance", "1"]
+            "--storage", "j.log", "--utility-tolerance", "1", "--seeds", "1"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "| method | gaussian: GUS z | gaussian: removal | gaussian: poison removed | backdoor: backdoor ASR |" in out
@@ -125,10 +160,11 @@ def test_bad_attacks(text, needle):
 
 
 def test_footer_mentions_gus_only_where_there_is_gus():
+    search = "; search: 'still improving' when the best feasible trial came in the last 20% of the trials)\n"
     rows = [report.Row("no unlearning", 1, {"backdoor_asr": 0.9, "removal": 0.0})]
-    assert report.markdown(rows, 1).endswith("\n\n(1 seed)\n")
+    assert report.markdown(rows, 1).endswith("\n\n(1 seed" + search)
     rows = [report.Row("no unlearning", 1, {"gus": 0.4, "gus_se": 0.05, "removal": 0.0})]
-    assert report.markdown(rows, 1).endswith("(1 seed; GUS ± its standard error over poisons)\n")
+    assert report.markdown(rows, 1).endswith("(1 seed; GUS ± its standard error over poisons" + search)
 
 
 def test_an_attack_that_cannot_work_on_the_model_is_refused_before_anything_runs(mlflow_store, capsys, cli_exit):
@@ -140,4 +176,59 @@ def test_an_attack_that_cannot_work_on_the_model_is_refused_before_anything_runs
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "gradient_canceling needs a convex victim; model 'mlp' is not one (valid: linear)" in err
+    assert not Path("mlflow.db").exists() and not Path("j.log").exists()
+
+
+def test_compare_over_seeds_combines_each_seeds_best_trial(mlflow_store, capsys):
+    """Two seeds, each a full scenario: the combined verdict and interval are computed from the two seeds' own best
+    trials as logged by their tune runs; the spread and search-progress plots and the per-seed table are logged."""
+    from scipy import stats
+
+    from unlearn_search import verdict
+
+    args = ["compare", "--methods", "gd", "--n-trials", "3", "--train-epochs", "3", "--storage", "j.log",
+            "--seeds", "2", "--utility-tolerance", "1"]
+    assert cli.main(args) == 0
+    (parent,) = mlflow.search_runs(search_all_experiments=True, filter_string="tags.entry_point = 'compare'")[
+        "run_id"]
+    client = MlflowClient()
+    run = client.get_run(parent)
+    assert len(set(run.data.tags["scenario_hashes"].split(","))) == 2
+    arts = {a.path for a in client.list_artifacts(parent)} | {a.path for a in client.list_artifacts(parent, "plots")}
+    assert {"comparison_per_seed.csv", "plots/removal_by_seed.png", "plots/removal_by_seed.html",
+            "plots/search_progress.png", "plots/search_progress.html"} <= arts
+    tunes = client.search_runs([run.info.experiment_id],
+                               f"tags.mlflow.parentRunId = '{parent}' and tags.entry_point = 'tune'")
+    assert len(tunes) == 2 and {t.data.params["seed"] for t in tunes} == {"0", "1"}
+    best = [t.data.metrics for t in sorted(tunes, key=lambda t: t.data.params["seed"])]
+    z = [stats.norm.isf(b["best.removal_pvalue"]) for b in best]
+    m = run.data.metrics
+    assert m["gd.combined_pvalue"] == pytest.approx(stats.norm.sf(sum(z) / math.sqrt(2)), rel=1e-6)
+    assert m["gd.combined_poison_removed"] == float(m["gd.combined_pvalue"] >= verdict.LEVEL)
+    mean, lo, hi = verdict.mean_ci([b["best.removal"] for b in best])
+    assert (m["gd.removal"], m["gd.removal_ci_low"], m["gd.removal_ci_high"]) == (
+        pytest.approx(mean), pytest.approx(lo), pytest.approx(hi))
+    per_seed = mlflow.artifacts.load_text(f"runs:/{parent}/comparison_per_seed.csv").splitlines()
+    assert per_seed[0].startswith("seed,method,") and len(per_seed) == 1 + 2 * 3  # 2 seeds x (none, gd, retrain)
+    assert "2 seeds, each a full scenario" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("preset, expected", [("default", 3), ("paper-small", 3), ("paper", 8)])
+def test_compare_runs_the_presets_number_of_seeds_by_default(monkeypatch, preset, expected):
+    from unlearn_search import compare
+
+    seen = {}
+    monkeypatch.setattr(compare, "run_compare_attacks", lambda methods, bases, seeds, *a: seen.setdefault("n", seeds))
+    monkeypatch.setattr("unlearn_search.search.connect_storage", lambda url: None)
+    assert cli.main(["compare", "--preset", preset]) == 0
+    assert seen["n"] == expected
+    assert cli.main(["compare", "--preset", preset, "--seeds", "2"]) == 0 and seen["n"] == expected  # setdefault
+
+
+def test_seeds_below_one_are_one_line_and_write_nothing(mlflow_store, capsys, cli_exit):
+    from pathlib import Path
+
+    assert cli_exit(["compare", "--seeds", "0", "--storage", "j.log"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: seeds=0 is out of range; valid: [1, inf)"
     assert not Path("mlflow.db").exists() and not Path("j.log").exists()

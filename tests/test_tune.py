@@ -82,13 +82,57 @@ def test_two_workers_share_one_study_without_losing_or_duplicating_trials(tmp_pa
     base = [sys.executable, "-m", "unlearn_search", "-q"]
     subprocess.run([*base, "poison", *FAST], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
     cmd = [*base, "tune", "--method", "gd", "--n-trials", "3", "--storage", storage, "--study-name", "shared", *FAST]
-    procs = [subprocess.Popen([*cmd, "--sampler-seed", str(i)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for i in range(2)]
+    # the same command, the same seed, on two workers: each trial's draws are seeded by its unique number
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(2)]
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err.decode()[-2000:]
-    numbers = [t.number for t in _study("shared", storage).trials]
-    assert sorted(numbers) == list(range(6))
+    trials = _study("shared", storage).trials
+    assert sorted(t.number for t in trials) == list(range(6))
+    drawn = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(drawn)) == 6, "two trials of the shared study drew the same parameters"
+
+
+def _synthetic_value(params):
+    """A deterministic objective of the drawn parameters, so that TPE's later draws depend on the history."""
+    return -abs(math.log10(params["lr"]) + 2) - params["budget"]
+
+
+def _run_pieces(storage: str, pieces: list[int]) -> list[dict]:
+    """ask/tell ``sum(pieces)`` trials, re-opening the study (a fresh sampler, as a new process) before each piece."""
+    for n in pieces:
+        study = search.open_study(search.TuneConfig(method="gd", seed=3, storage=storage), "abc")
+        for _ in range(n):
+            t = study.ask()
+            gd_space(t)
+            t.suggest_float("budget", 0.01, 0.1, log=True)
+            study.tell(t, _synthetic_value(t.params))
+    return [t.params for t in study.trials]
+
+
+def test_a_resumed_study_repeats_nothing_and_draws_what_the_uninterrupted_one_draws(tmp_path):
+    """Resuming used to re-create the sampler with the same seed, so the first trials after a resume re-drew the
+    first trials of the study. Now trial n's draws are seeded from (study seed, n)."""
+    whole = _run_pieces(str(tmp_path / "a.log"), [12])
+    pieces = _run_pieces(str(tmp_path / "b.log"), [4, 4, 4])
+    assert pieces == whole
+    assert len({tuple(sorted(p.items())) for p in pieces}) == 12
+
+
+def test_a_study_seeded_otherwise_is_refused_before_anything_is_written(mlflow_store, capsys, cli_exit):
+    from unlearn_search.scenario import ScenarioConfig
+
+    scenario_hash = ScenarioConfig(train=TrainConfig(epochs=3)).hash  # the scenario the command below names
+    study = search.open_study(search.TuneConfig(method="gd", seed=0, storage="j.log"), scenario_hash)
+    code = cli_exit(["tune", "--method", "gd", "--storage", "j.log", "--sampler-seed", "1", *FAST])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert (f"sampler seed 1 does not match study '{study.study_name}', which was seeded with 0; valid: "
+            "--sampler-seed 0") in err
+    assert not Path("mlflow.db").exists()
+    again = _study(study.study_name, "j.log")
+    assert again.trials == [] and again.user_attrs["sampler_seed"] == 0
 
 
 @pytest.fixture(scope="module")

@@ -71,3 +71,75 @@ def test_an_untestable_verdict_falls_back_to_the_metric():
     # a test with power decides by its p-value alone
     assert verdict.undetected(0.2, min_pvalue=0.0, metric_unlearned=1.0, metric_retrain=0.0)
     assert not verdict.undetected(0.01, min_pvalue=0.0, metric_unlearned=0.0, metric_retrain=0.0)
+
+
+# --- the verdict over seeds -------------------------------------------------------------------------------------
+
+
+def test_stouffer_and_fisher_combinations_by_hand():
+    z = np.array([1.2, 0.3, 2.0])
+    p = stats.norm.sf(z)
+    assert verdict.combined_pvalue(p, "stouffer") == pytest.approx(stats.norm.sf(z.sum() / math.sqrt(3)))
+    assert verdict.combined_pvalue(p, "fisher") == pytest.approx(stats.chi2.sf(-2 * np.log(p).sum(), df=6))
+    assert verdict.combined_pvalue([0.3], "stouffer") == 0.3  # one seed: its own test
+    # a discrete test's p = 1 adds nothing under Fisher's method; under Stouffer it would cancel strong evidence
+    assert verdict.combined_pvalue([1e-10, 1.0, 1.0], "fisher") < 0.05
+    assert verdict.combined_pvalue([1e-10, 1.0, 1.0], "stouffer") > 0.05
+    with pytest.raises(ValueError, match="valid: stouffer, fisher"):
+        verdict.combined_pvalue(p, "vote")
+
+
+def test_a_moderate_residue_in_every_seed_adds_up():
+    """z = 1.2 in each of three seeds: no seed alone rejects (p = 0.115 each), a vote would say 'removed in 3 of 3',
+    but the combined z = 2.08 detects the poison."""
+    p = [float(stats.norm.sf(1.2))] * 3
+    combined, removed = verdict.seeds_verdict(p, [0.0] * 3, [True] * 3, "stouffer")
+    assert combined == pytest.approx(stats.norm.sf(3.6 / math.sqrt(3))) and combined < 0.05 and not removed
+
+
+@pytest.mark.parametrize("n_seeds", [3, 8])
+def test_combined_gus_verdict_has_its_nominal_false_positive_rate(n_seeds):
+    """Models that never saw the noise (I_z ~ N(0, 1) in every seed): the combined test rejects about 5% of the time,
+    as the single-seed test does."""
+    g = _attack("gaussian")
+    rng = np.random.default_rng(1)
+    rejections = []
+    for _ in range(2000):
+        p = [g.residual_pvalue(rng.standard_normal(200), None) for _ in range(n_seeds)]
+        rejections.append(verdict.combined_pvalue(p, g.seed_combination) < verdict.LEVEL)
+    assert 0.035 < np.mean(rejections) < 0.065
+    # and a poison that is still there, weakly, in every seed is detected far more often than that
+    weak = [verdict.combined_pvalue([g.residual_pvalue(rng.standard_normal(200) + 0.08, None)
+                                     for _ in range(n_seeds)], g.seed_combination) < verdict.LEVEL
+            for _ in range(300)]
+    assert np.mean(weak) > 0.4
+
+
+def test_combined_fisher_verdict_never_exceeds_its_level():
+    """Success counts of two models that both never saw the poison (same success rate): Fisher's exact test is
+    discrete, so the combined test is conservative: at most 5% false positives."""
+    b = _attack("backdoor")
+    rng = np.random.default_rng(2)
+    rejections = []
+    for _ in range(2000):
+        p = [b.residual_pvalue(rng.random(60) < 0.1, rng.random(60) < 0.1) for _ in range(3)]
+        rejections.append(verdict.combined_pvalue(p, b.seed_combination) < verdict.LEVEL)
+    assert np.mean(rejections) <= 0.055
+
+
+def test_an_untestable_combination_falls_back_to_every_seed():
+    """Witches' Brew with one target per seed: each seed's Fisher p is at least 0.5 and their combination can never
+    reject, so 'removed' needs the target un-flipped in every seed."""
+    mins = [0.5, 0.5, 0.5]
+    assert verdict.seeds_verdict([0.5, 1.0, 1.0], mins, [False, True, True], "fisher") == (
+        pytest.approx(verdict.combined_pvalue([0.5, 1.0, 1.0], "fisher")), False)
+    assert verdict.seeds_verdict([1.0, 1.0, 1.0], mins, [True, True, True], "fisher")[1]
+
+
+def test_mean_ci_is_the_student_t_interval():
+    x = [0.2, 0.5, 0.9]
+    m, lo, hi = verdict.mean_ci(x)
+    half = stats.t.ppf(0.975, df=2) * np.std(x, ddof=1) / math.sqrt(3)
+    assert m == pytest.approx(np.mean(x)) and (lo, hi) == (pytest.approx(m - half), pytest.approx(m + half))
+    assert verdict.mean_ci([0.4, 0.4]) == (0.4, 0.4, 0.4)
+    assert all(math.isnan(v) for v in verdict.mean_ci([0.4])[1:])

@@ -191,12 +191,15 @@ def cmd_compare(a: argparse.Namespace) -> int:
     levels = parse_levels(a.budget_levels)
     template = TuneConfig(method=methods[0], n_trials=a.n_trials, budget_max=a.budget_max, storage=a.storage,
                           utility_tolerance=a.utility_tolerance)
-    check_range("seeds", a.seeds, low=1)
+    from .presets import PRESETS
+
+    seeds = _given(a.seeds, PRESETS.get(a.preset).seeds)
+    check_range("seeds", seeds, low=1)
     # one scenario per attack, every one validated before anything runs (--attack only matters without --attacks)
     prepared = [_prepare(argparse.Namespace(**{**vars(a), "attack": attack})) for attack in attacks]
     bases, ctx = [cfg for cfg, _ in prepared], prepared[0][1]
     connect_storage(template.storage)
-    run_compare_attacks(methods, bases, a.seeds, levels, template, ctx, a.experiment)
+    run_compare_attacks(methods, bases, seeds, levels, template, ctx, a.experiment)
     return 0
 
 
@@ -359,7 +362,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                     "such as postgresql://user:${PGPASSWORD}@host/db (many machines); $VARS come from the environment")
     tu.add_argument("--study-name", default="", help="default: <method>-<scenario hash>")
     tu.add_argument("--sampler-seed", type=int, default=-1,
-                    help="seed of Optuna's sampler (-1: use --seed); give each parallel worker its own")
+                    help="seed of Optuna's sampler (-1: use --seed); every worker of a study uses the study's seed "
+                         "(each trial's draws are seeded from it and the trial number, so workers never repeat "
+                         "each other)")
     tu.add_argument("--utility-tolerance", type=float, default=0.02,
                     help="a trial is infeasible if test accuracy drops more than this below the poisoned model's")
     tu.add_argument("--mode", default="single", help="single (max removal) or pareto (removal vs compute)")
@@ -373,7 +378,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                          "(default: same, i.e. just --attack)")
     co.add_argument("--n-trials", type=int, default=20,
                     help="finished trials each method's study should have (finished studies are reused)")
-    co.add_argument("--seeds", type=int, default=1, help="scenario seeds seed, seed+1, ...; mean ± std over them")
+    co.add_argument("--seeds", type=_or_default(int), default="default",
+                    help="number of scenario seeds (seed, seed+1, ...), each a full scenario with its own references "
+                         "and searches; the verdict combines them (default: the preset's; 3, paper 8)")
     co.add_argument("--budget-levels", default="0.02,0.04,0.06,0.08,0.1",
                     help="budget levels (fractions of retraining) of the removal-by-budget curve")
     co.add_argument("--budget-max", type=float, default=0.1, help="largest budget a trial may draw")

@@ -89,8 +89,10 @@ def run_compare(
                              "utility_tolerance": tune_template.utility_tolerance})
         per_seed: list[dict[str, dict[str, float] | None]] = []
         curves: dict[str, list[list[float]]] = {m: [] for m in methods}
+        histories: dict[str, list[list[float]]] = {m: [] for m in methods}
         hashes = []
-        for seed in range(base.seed, base.seed + seeds):
+        seed_list = list(range(base.seed, base.seed + seeds))
+        for seed in seed_list:
             cfg = dataclasses.replace(base, seed=seed)
             hashes.append(cfg.hash)
             sctx = RunContext(seed=seed, device=ctx.device)
@@ -102,21 +104,29 @@ def run_compare(
                 log.info("seed %d: %s", seed, m)
                 tc = dataclasses.replace(tune_template, method=m, seed=seed, study_name="")
                 summary = run_tune(tc, cfg, sctx, experiment, nested=True, top_up=True)
-                rows[m] = summary.get("best_metrics")
+                best = summary.get("best_metrics")
+                rows[m] = None if best is None else {
+                    **best, "residual_min_pvalue": summary["residual_min_pvalue"],
+                    "search_still_improving": float(report.still_improving(summary["history"]))}
                 curves[m].append(report.best_at_levels(summary["feasible"], levels))
+                histories[m].append(summary["history"])
             rows["retrain"] = {**refs.metrics["retrain"], "removal": 1.0, "budget_used": 1.0}
             per_seed.append(rows)
         tracking.set_tags({"scenario_hashes": ",".join(hashes)})
         order = ["no unlearning", *methods, "retrain"]
-        table = report.aggregate(per_seed, order)
+        table = report.aggregate(per_seed, order, ATTACKS.get(base.attack).seed_combination)
         md = report.markdown(table, seeds)
         tracking.log_text(md, "comparison.md")
         tracking.log_text(report.csv(table), "comparison.csv")
+        tracking.log_text(report.per_seed_csv(per_seed, seed_list, order), "comparison_per_seed.csv")
         for row in table:
-            for key, value in row.mean.items():
-                if math.isfinite(value):
-                    tracking.log_metrics({f"{row.name.replace(' ', '_')}.{key}": value})
-        _plots(table, curves, levels)
+            prefix = row.name.replace(" ", "_")
+            extra = {"removal_ci_low": row.ci[0], "removal_ci_high": row.ci[1], "removed_seeds": row.removed,
+                     "combined_pvalue": row.combined_pvalue, "search_still_improving_seeds": row.improving}
+            if row.combined_removed is not None:
+                extra["combined_poison_removed"] = float(row.combined_removed)
+            tracking.log_metrics({f"{prefix}.{k}": v for k, v in {**row.mean, **extra}.items() if math.isfinite(v)})
+        _plots(table, curves, levels, histories)
     print(f"{base.attack}:\n{md}")
     return {"table": table, "curves": curves, "markdown": md}
 
@@ -158,7 +168,14 @@ def _mean(table: list[report.Row], name: str, key: str) -> float:
     return next((r.mean.get(key, float("nan")) for r in table if r.name == name), float("nan"))
 
 
-def _plots(table: list[report.Row], curves: dict[str, list[list[float]]], levels: list[float]) -> None:
+def _plots(table: list[report.Row], curves: dict[str, list[list[float]]], levels: list[float],
+           histories: dict[str, list[list[float]]]) -> None:
+    methods = [r for r in table if r.name not in report.REFERENCE_ROWS]
+    tracking.log_figures("removal_by_seed", plots.removal_by_seed(
+        [r.name for r in methods], [r.values.get("removal", []) for r in methods], [r.ci for r in methods],
+        "Best poison removal per seed (dots), mean and 95% interval"))
+    tracking.log_figures("search_progress", plots.best_so_far(
+        histories, "Best feasible removal found so far, against trials (mean over seeds)"))
     mean_std = {}
     for m, per_seed in curves.items():
         arr = np.array(per_seed, dtype=float)  # (seeds, levels)

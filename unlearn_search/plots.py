@@ -5,6 +5,7 @@ Pure functions of numbers: the caller collects the data and logs the figures.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -176,4 +177,83 @@ def grouped_bars(
     fig.tight_layout()
     pf = go.Figure([go.Bar(name=label, x=list(names), y=list(values)) for label, values in groups.items()])
     pf.update_layout(barmode="group", title=title, yaxis_title=ylabel)
+    return fig, pf
+
+
+def removal_by_seed(
+    names: Sequence[str], per_seed: Sequence[Sequence[float]], ci: Sequence[tuple[float, float]], title: str
+) -> tuple[Figure, go.Figure]:
+    """The verdict's spread: each seed's best removal as a dot per method, the mean as a bar with its 95% interval
+    (no interval with one seed); dashed lines at no unlearning (0) and retraining (1)."""
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(names) + 2), 4.5))
+    pf = go.Figure()
+    jitter = np.random.default_rng(0).uniform(-0.12, 0.12, size=max((len(v) for v in per_seed), default=0))
+    for i, (name, values, (lo, hi)) in enumerate(zip(names, per_seed, ci, strict=True)):
+        v = np.asarray(values, float)
+        if not len(v):
+            continue
+        mean = float(v.mean())
+        ax.scatter(i + jitter[: len(v)], v, color="tab:blue", s=18, alpha=0.7, zorder=3,
+                   label="one seed's best case" if i == 0 else None)
+        if np.isfinite(lo):
+            ax.errorbar([i], [mean], yerr=[[mean - lo], [hi - mean]], color="black", capsize=6, lw=1.5, zorder=4,
+                        label="mean, 95% interval over seeds" if i == 0 else None)
+        ax.scatter([i], [mean], color="black", marker="_", s=400, zorder=4)
+        pf.add_scatter(x=[name] * len(v), y=v, mode="markers", name=name, showlegend=False,
+                       text=[f"seed {j}" for j in range(len(v))])
+        err = None if not np.isfinite(lo) else {"type": "data", "symmetric": False, "array": [hi - mean],
+                                                 "arrayminus": [mean - lo]}
+        pf.add_scatter(x=[name], y=[mean], mode="markers", marker_symbol="line-ew-open", marker_size=24,
+                       marker_color="black", error_y=err, showlegend=False)
+    ax.axhline(1.0, color="tab:green", ls="--", lw=1, label="retrain")
+    ax.axhline(0.0, color="tab:red", ls=":", lw=1, label="no unlearning")
+    ax.set_xticks(x, list(names), rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("best poison removal found (0 = none, 1 = retrain)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    pf.add_hline(y=1.0, line_dash="dash", annotation_text="retrain")
+    pf.add_hline(y=0.0, line_dash="dot", annotation_text="no unlearning")
+    pf.update_layout(title=title, yaxis_title="best poison removal found")
+    return fig, pf
+
+
+def best_so_far(histories: Mapping[str, Sequence[Sequence[float]]], title: str) -> tuple[Figure, go.Figure]:
+    """Per method, the best feasible removal found after each trial, averaged over seeds (thin lines: each seed).
+    ``histories``: method -> per seed, the removal of each finished trial in order (NaN where none)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    pf = go.Figure()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, seeds) in enumerate(histories.items()):
+        color = colors[i % len(colors)]
+        curves = []
+        for h in seeds:
+            v = np.asarray(h, float)
+            best = np.fmax.accumulate(np.where(np.isfinite(v), v, -np.inf)) if len(v) else v
+            best = np.where(np.isfinite(best), best, np.nan)
+            curves.append(best)
+            if len(seeds) > 1:
+                ax.step(np.arange(1, len(best) + 1), best, where="post", color=color, lw=0.6, alpha=0.4)
+        n = max((len(c) for c in curves), default=0)
+        if not n:
+            continue
+        padded = np.full((len(curves), n), np.nan)
+        for j, c in enumerate(curves):
+            padded[j, : len(c)] = c
+            if len(c):
+                padded[j, len(c):] = c[-1]  # a shorter study keeps its final best
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # trials before any feasible one: all-NaN columns
+            mean = np.nanmean(padded, axis=0)
+        ax.step(np.arange(1, n + 1), mean, where="post", color=color, lw=2, label=name)
+        pf.add_scatter(x=np.arange(1, n + 1), y=mean, mode="lines", line_shape="hv", name=name)
+    ax.axhline(1.0, color="black", ls="--", lw=1, label="retrain")
+    ax.set_xlabel("trials")
+    ax.set_ylabel("best feasible removal so far")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    pf.add_hline(y=1.0, line_dash="dash", annotation_text="retrain")
+    pf.update_layout(title=title, xaxis_title="trials", yaxis_title="best feasible removal so far")
     return fig, pf

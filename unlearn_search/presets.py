@@ -23,6 +23,8 @@ class Preset:
     train: TrainConfig
     #: attack name -> parameters that replace the attack's own defaults under this preset
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: scenario seeds `compare` / `main` run by default (each a full scenario with its own references)
+    seeds: int = 3
 
 
 PRESETS: Registry[Preset] = Registry("preset")
@@ -42,6 +44,7 @@ PRESETS.register("paper")(Preset(
     summary="the paper's scale: CIFAR-10, CIFAR ResNet-18, 100 epochs of SGD (a GPU)",
     dataset="cifar10", model="resnet18_cifar", train=PAPER_TRAIN,
     attack_params={"gaussian": {"poison_fraction": 0.02, "eps": 0.1}},
+    seeds=8,  # as the paper did for vision (PAPER.md 8)
 ))
 
 PRESETS.register("paper-small")(Preset(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import verdict
 from .attacks import ATTACKS
 
 #: (metric key, column title) of the comparison table, in order.
@@ -29,6 +30,21 @@ def _columns(rows: Sequence[Row]) -> list[tuple[str, str]]:
     return [(k, t) for k, t in COLUMNS if any(k in r.mean for r in rows)]
 
 
+#: The search counts as still improving when its best feasible trial came in this last share of the trials.
+IMPROVING_TAIL = 0.2
+REFERENCE_ROWS = ("no unlearning", "retrain")
+
+
+def still_improving(history: Sequence[float], tail: float = IMPROVING_TAIL) -> bool:
+    """Whether the best value of ``history`` (removal per finished trial in trial order, NaN where a trial has none)
+    came in its last ``tail`` share: the search had not settled, so more trials may find a better case."""
+    v = np.asarray(history, float)
+    if len(v) == 0 or not np.isfinite(v).any():
+        return False
+    best = int(np.nanargmax(v))  # the first trial that reached the best value
+    return best >= len(v) - max(1, math.ceil(tail * len(v)))
+
+
 @dataclass
 class Row:
     name: str
@@ -37,22 +53,49 @@ class Row:
     std: dict[str, float] = field(default_factory=dict)  # across seeds (n > 1)
     removed: int = 0  # seeds where the verdict says "poison removed"
     missing: int = 0  # seeds without a feasible trial
+    values: dict[str, list[float]] = field(default_factory=dict)  # per seed with a value, in seed order
+    ci: tuple[float, float] = (math.nan, math.nan)  # 95% interval of the mean removal over seeds
+    combined_pvalue: float = math.nan  # the seeds' residual tests combined (`verdict.combined_pvalue`)
+    combined_removed: bool | None = None  # the verdict over seeds (None for the reference rows)
+    improving: int = 0  # seeds whose search was still improving at its end
+    combination: str = "stouffer"  # how the seeds' tests were combined
+
+    @property
+    def disagree(self) -> bool:
+        return 0 < self.removed < self.n
 
 
-def aggregate(per_seed: Sequence[dict[str, dict[str, float] | None]], order: Sequence[str]) -> list[Row]:
+def aggregate(
+    per_seed: Sequence[dict[str, dict[str, float] | None]],
+    order: Sequence[str],
+    combination: str = "stouffer",
+) -> list[Row]:
+    """Rows over seeds: means and standard deviations, the removal's 95% interval, the per-seed and the combined
+    verdict. A method's per-seed metrics may carry ``residual_min_pvalue`` and ``search_still_improving``."""
     rows = []
     for name in order:
         values = [seed_rows.get(name) for seed_rows in per_seed]
         present = [v for v in values if v is not None]
-        row = Row(name=name, n=len(present), missing=len(values) - len(present))
-        for key in {k for v in present for k in v}:
+        row = Row(name=name, n=len(present), missing=len(values) - len(present), combination=combination)
+        for key in sorted({k for v in present for k in v}):
             xs = np.array([v[key] for v in present if key in v and v[key] is not None], dtype=float)
             xs = xs[np.isfinite(xs)]
             if len(xs):
+                row.values[key] = xs.tolist()
                 row.mean[key] = float(xs.mean())
                 if len(xs) > 1:
                     row.std[key] = float(xs.std(ddof=1))
         row.removed = sum(int(v.get("poison_removed", 0.0) >= 0.5) for v in present)
+        row.improving = sum(int(v.get("search_still_improving", 0.0) >= 0.5) for v in present)
+        if "removal" in row.values and name not in REFERENCE_ROWS:
+            _, lo, hi = verdict.mean_ci(row.values["removal"])
+            row.ci = (lo, hi)
+        if name not in REFERENCE_ROWS and present and all("removal_pvalue" in v for v in present):
+            p, removed = verdict.seeds_verdict(
+                [v["removal_pvalue"] for v in present], [v.get("residual_min_pvalue", 0.0) for v in present],
+                [v.get("poison_removed", 0.0) >= 0.5 for v in present], combination)
+            row.combined_pvalue = p
+            row.combined_removed = removed and row.missing == 0
         rows.append(row)
     return rows
 
@@ -61,6 +104,8 @@ def _cell(row: Row, key: str) -> str:
     if key not in row.mean:
         return "–"
     m = row.mean[key]
+    if key == "removal" and math.isfinite(row.ci[0]):
+        return f"{m:.3g} [{row.ci[0]:.3g}, {row.ci[1]:.3g}]"
     if key in row.std:
         return f"{m:.3g} ± {row.std[key]:.2g}"
     if key == "gus" and "gus_se" in row.mean:  # one seed: the standard error of the mean over poisons
@@ -69,23 +114,65 @@ def _cell(row: Row, key: str) -> str:
 
 
 def verdict_cell(row: Row) -> str:
+    """The verdict in words: per seed, and over seeds with the combined test; disagreeing seeds are said so."""
     if row.n == 0:
         return "no feasible trial"
-    if row.name in ("no unlearning", "retrain"):
+    if row.name in REFERENCE_ROWS:
         return "reference"
-    return f"removed in {row.removed}/{row.n}" if row.n > 1 else ("removed" if row.removed else "not removed")
+    if row.n == 1 and row.missing == 0:
+        return "removed" if row.removed else "not removed"
+    total = row.n + row.missing
+    if row.combined_removed is None:  # no residual test to combine
+        text = f"removed in {row.removed} of {total} seeds"
+    else:
+        test = verdict.COMBINATION_NAMES[row.combination]
+        text = "removed" if row.combined_removed else "not removed"
+        text += f" ({test} p = {row.combined_pvalue:.2g}); removed in {row.removed} of {total} seeds"
+    if row.disagree:
+        text += ": the seeds disagree"
+    if row.missing:
+        text += f"; no feasible trial in {row.missing}"
+    return text
+
+
+def search_cell(row: Row) -> str:
+    if row.name in REFERENCE_ROWS or row.n == 0:
+        return "–"
+    if not row.improving:
+        return "settled"
+    where = "" if row.n == 1 else f" in {row.improving} of {row.n} seeds"
+    return f"still improving{where}: run more trials"
 
 
 def markdown(rows: Sequence[Row], n_seeds: int) -> str:
-    spread = ("± std over seeds" if n_seeds > 1
-              else "GUS ± its standard error over poisons" if any("gus" in r.mean for r in rows) else "")
     cols = _columns(rows)
-    head = ["method", *(title for _, title in cols), "poison removed"]
+    head = ["method", *(title for _, title in cols), "poison removed", "search"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        lines.append("| " + " | ".join([r.name, *(_cell(r, k) for k, _ in cols), verdict_cell(r)]) + " |")
-    note = f"{n_seeds} seed{'s' if n_seeds > 1 else ''}" + (f"; {spread}" if spread else "")
+        lines.append("| " + " | ".join([r.name, *(_cell(r, k) for k, _ in cols), verdict_cell(r),
+                                        search_cell(r)]) + " |")
+    if n_seeds > 1:
+        note = (f"{n_seeds} seeds, each a full scenario with its own references and search; removal: mean [95% "
+                f"t-interval] over seeds; other columns: mean ± std over seeds; poison removed: "
+                f"{verdict.COMBINATION_NAMES[rows[0].combination]} combining the per-seed tests at level "
+                f"{verdict.LEVEL}")
+    else:
+        note = "1 seed" + ("; GUS ± its standard error over poisons" if any("gus" in r.mean for r in rows) else "")
+    note += (f"; search: 'still improving' when the best feasible trial came in the last "
+             f"{IMPROVING_TAIL:.0%} of the trials")
     return "\n".join(lines) + f"\n\n({note})\n"
+
+
+def per_seed_csv(per_seed: Sequence[dict[str, dict[str, float] | None]], seeds: Sequence[int],
+                 order: Sequence[str]) -> str:
+    """One line per (seed, row): what the aggregated table is made of."""
+    keys = ["budget_used", "test_acc", "removal", "removal_pvalue", "poison_removed", "search_still_improving"]
+    out = [",".join(["seed", "method", *keys])]
+    for seed, rows in zip(seeds, per_seed, strict=True):
+        for name in order:
+            m = rows.get(name)
+            out.append(",".join([str(seed), name, *(repr(m[k]) if m and k in m else "" for k in keys)]))
+    return "\n".join(out) + "\n"
 
 
 def side_by_side(tables: Mapping[str, Sequence[Row]], metrics: Mapping[str, str], n_seeds: int) -> str:
@@ -110,10 +197,13 @@ def side_by_side(tables: Mapping[str, Sequence[Row]], metrics: Mapping[str, str]
 
 def csv(rows: Sequence[Row]) -> str:
     keys = [k for k, _ in _columns(rows)] + ["gus_se", "removal_pvalue"]
-    head = ["method", "n_seeds", "removed", *keys, *(f"{k}_std" for k in keys)]
+    head = ["method", "n_seeds", "removed", "combined_pvalue", "combined_removed", "removal_ci_low",
+            "removal_ci_high", "search_still_improving", *keys, *(f"{k}_std" for k in keys)]
     out = [",".join(head)]
     for r in rows:
-        vals = [r.name, str(r.n), str(r.removed)]
+        combined = "" if r.combined_removed is None else str(int(r.combined_removed))
+        vals = [r.name, str(r.n), str(r.removed), repr(r.combined_pvalue), combined, repr(r.ci[0]), repr(r.ci[1]),
+                str(r.improving)]
         vals += [repr(r.mean[k]) if k in r.mean else "" for k in keys]
         vals += [repr(r.std[k]) if k in r.std else "" for k in keys]
         out.append(",".join(vals))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -126,12 +126,66 @@ def connect_storage(url: str, attempts: int = 4) -> optuna.storages.BaseStorage:
     raise AssertionError("unreachable")
 
 
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """Optuna's TPE sampler, with the randomness of trial number n seeded from (study seed, n).
+
+    A sampler seeded once per process re-draws the same random stream whenever a study is resumed, and every
+    worker started with the same seed draws what the others draw: resumed and shared studies repeated trials. Here
+    each trial gets a fresh `optuna.samplers.TPESampler` whose seed is derived from the study's seed and the trial's
+    number, which the storage hands out uniquely to all workers of a study. So no two trials of a study share a
+    random stream (resumed or concurrent, no parameter set is drawn twice), and because TPE is a function of the
+    finished trials and its seed, a study run in several pieces (resumed) draws exactly what the uninterrupted study
+    draws. With several concurrent workers the trials each one sees finished depend on timing, so their study is
+    reproducible only up to that interleaving.
+    """
+
+    def __init__(self, seed: int, **tpe_kwargs: Any) -> None:
+        self.seed, self.tpe_kwargs = seed, tpe_kwargs
+        self._per_trial: dict[int, optuna.samplers.TPESampler] = {}
+
+    def trial_seed(self, number: int) -> int:
+        return int(np.random.SeedSequence([self.seed, number]).generate_state(1)[0])
+
+    def _tpe(self, trial: optuna.trial.FrozenTrial) -> optuna.samplers.TPESampler:
+        tpe = self._per_trial.get(trial.number)
+        if tpe is None:
+            tpe = self._per_trial[trial.number] = optuna.samplers.TPESampler(
+                seed=self.trial_seed(trial.number), **self.tpe_kwargs)
+        return tpe
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self._tpe(trial).before_trial(study, trial)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial
+    ) -> dict[str, optuna.distributions.BaseDistribution]:
+        return self._tpe(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                        search_space: dict[str, optuna.distributions.BaseDistribution]) -> dict[str, Any]:
+        return self._tpe(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
+                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
+        return self._tpe(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                    state: optuna.trial.TrialState, values: Sequence[float] | None) -> None:
+        tpe = self._per_trial.pop(trial.number, None)
+        if tpe is not None:
+            tpe.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:  # the per-trial seeds are the point: nothing to reseed
+        pass
+
+
 def open_study(tc: TuneConfig, scenario_hash: str) -> optuna.Study:
-    """Create or resume the study in ``tc.storage`` (raises `UsageError` if the storage cannot be used)."""
+    """Create or resume the study in ``tc.storage`` (raises `UsageError` if the storage cannot be used, or if the
+    study belongs to another scenario or was seeded differently: every worker of a study shares its seed)."""
     storage = connect_storage(tc.storage)
     kw: dict[str, Any] = {"storage": storage, "study_name": tc.name_for(scenario_hash), "load_if_exists": True}
     # TPE reads the constraint each trial sets (Trial.set_constraint) and prefers feasible regions.
-    sampler = optuna.samplers.TPESampler(seed=tc.seed, n_startup_trials=5)
+    sampler = TrialSeededSampler(tc.seed, n_startup_trials=5)
     if tc.mode == "single":
         study = optuna.create_study(direction="maximize", sampler=sampler,
                                     pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1), **kw)
@@ -141,7 +195,12 @@ def open_study(tc: TuneConfig, scenario_hash: str) -> optuna.Study:
     if known is not None and known != scenario_hash:
         raise UsageError(f"study {study.study_name!r} belongs to scenario {known}, not {scenario_hash}; "
                          "valid: another --study-name")
-    for k, v in {"scenario_hash": scenario_hash, "method": tc.method, "mode": tc.mode,
+    seeded = study.user_attrs.get("sampler_seed")
+    if seeded is not None and int(seeded) != tc.seed:
+        raise UsageError(f"sampler seed {tc.seed} does not match study {study.study_name!r}, which was seeded with "
+                         f"{seeded}; valid: --sampler-seed {seeded} (all workers of a study share its seed) or "
+                         "another --study-name")
+    for k, v in {"scenario_hash": scenario_hash, "method": tc.method, "mode": tc.mode, "sampler_seed": tc.seed,
                  "budget_max": tc.budget_max, "utility_tolerance": tc.utility_tolerance}.items():
         study.set_user_attr(k, v)
     return study

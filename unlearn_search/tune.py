@@ -15,7 +15,7 @@ import numpy as np
 import optuna
 from torch import nn
 
-from . import plots, tracking, verdict
+from . import plots, report, tracking, verdict
 from .context import RunContext
 from .methods import METHODS
 from .scenario import ScenarioConfig
@@ -80,16 +80,16 @@ def run_tune(
     finished trials (how `compare` reuses finished studies); otherwise add ``n_trials`` more. ``nested``: log
     under the active run (compare's) instead of configuring tracking and starting a top-level run."""
     method = METHODS.get(tc.method)
+    study_name = tc.name_for(cfg.hash)
+    study = open_study(tc, cfg.hash)  # first: a study of another scenario or seed is refused before any run exists
     if not nested:
         tracking.configure(experiment)
-    study_name = tc.name_for(cfg.hash)
     tags = {"entry_point": "tune", "method": tc.method, "scenario_hash": cfg.hash, "study": study_name}
     with tracking.run(f"tune-{study_name}", tags=tags, nested=nested):
         tracking.log_params({**cfg.to_flat(), "method": tc.method, "n_trials": tc.n_trials, "timeout": tc.timeout,
                              "budget_max": tc.budget_max, "sampler.seed": tc.seed, "mode": tc.mode,
                              "utility_tolerance": tc.utility_tolerance})
         tracking.set_tags({"storage": tracking.redact_uri(tc.storage)})
-        study = open_study(tc, cfg.hash)
         refs = ensure_references(cfg, ctx)
         sc = refs.scenario
         retrain_scores = sc.attack.scores(refs.models["retrain"], sc.data, sc.poisoning, ctx)
@@ -120,6 +120,7 @@ def run_tune(
         # A topped-up study that needed no new trial is reused as it is: no new plots, no new model version.
         summary = summarise(study, tc, refs, retrain_scores, ctx, artifacts=not (top_up and n_run == 0))
         summary["new_trials"] = n_run
+        summary["residual_min_pvalue"] = sc.attack.residual_min_pvalue(len(retrain_scores))
     return summary
 
 
@@ -145,7 +146,10 @@ def summarise(
     sc = refs.scenario
     key = sc.attack.removal_metric
     result: dict[str, Any] = {"study": study.study_name, "states": states, "best": None,
-                              "feasible": [dict(t.user_attrs["metrics"]) for t in feasible_trials(study)]}
+                              "feasible": [dict(t.user_attrs["metrics"]) for t in feasible_trials(study)],
+                              "history": removal_history(trials)}
+    still = report.still_improving(result["history"])
+    tracking.set_tags({"search_still_improving": str(still).lower()})
     best_model: nn.Module | None = None
     if artifacts:
         _log_trials_table(trials, key)
@@ -190,6 +194,13 @@ def summarise(
     return result
 
 
+def removal_history(trials: list[optuna.trial.FrozenTrial]) -> list[float]:
+    """Each finished trial's removal in trial order, NaN where the trial is not feasible (pruned, failed,
+    utility lost): the series whose running maximum is the study's best case so far."""
+    return [t.user_attrs["metrics"]["removal"] if "metrics" in t.user_attrs and is_feasible(t) else float("nan")
+            for t in sorted(trials, key=lambda t: t.number) if t.state.is_finished()]
+
+
 def _rerun(best: Any, tc: TuneConfig, refs: References, retrain_scores: np.ndarray, ctx: RunContext) -> nn.Module:
     """Rebuild the best trial's model by re-running it (deterministic under the same seed); trials log no models."""
     method = METHODS.get(tc.method)
@@ -226,8 +237,7 @@ def _plots(study: optuna.Study, tc: TuneConfig, refs: References, retrain_scores
         tracking.log_figures("removal_vs_compute", plots.removal_vs_compute(
             [m["budget_used"] for m in ms], [m["removal"] for m in ms], feasible,
             [f"trial {t.number}" for t in trials], f"{tc.method}: removal against compute"))
-    values = [t.user_attrs["metrics"]["removal"] if "metrics" in t.user_attrs and is_feasible(t) else float("nan")
-              for t in study.get_trials(deepcopy=False)]
+    values = removal_history(study.get_trials(deepcopy=False))
     tracking.log_figures("optimization_history", plots.history(values, f"{tc.method}: removal per trial"))
     try:
         imp = optuna.importance.get_param_importances(

@@ -141,6 +141,10 @@ class Attack(ABC):
         verdict's level the test cannot ever detect the poison, and the verdict must not read "removed" into it."""
         return 0.0
 
+    #: How the per-seed p-values of `residual_pvalue` combine into one verdict over seeds
+    #: (`verdict.combined_pvalue`): Stouffer's z for continuous tests (for GUS the per-seed z-scores themselves).
+    seed_combination: ClassVar[str] = "stouffer"
+
     @abstractmethod
     def scores(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> np.ndarray:
         """Per-unit evidence of the poison (per poison or per target), larger = more poisoned; paired across
@@ -164,6 +168,10 @@ class SuccessCountAttack(Attack):
         import math
 
         return 1.0 / math.comb(2 * n_units, n_units) if n_units > 0 else 1.0
+
+    #: Fisher's method: a discrete test's p = 1 (no success left) adds nothing, where Stouffer would turn it into a
+    #: spurious -8 sigma that cancels another seed's strong evidence.
+    seed_combination: ClassVar[str] = "fisher"
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
