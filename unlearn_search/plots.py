@@ -5,7 +5,6 @@ Pure functions of numbers: the caller collects the data and logs the figures.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -220,7 +219,8 @@ def removal_by_seed(
 
 
 def best_so_far(histories: Mapping[str, Sequence[Sequence[float]]], title: str) -> tuple[Figure, go.Figure]:
-    """Per method, the best feasible removal found after each trial, averaged over seeds (thin lines: each seed).
+    """Per method, the best feasible removal found after each trial, averaged over seeds (thin lines: each seed;
+    the mean starts once every seed has a feasible trial).
     ``histories``: method -> per seed, the removal of each finished trial in order (NaN where none)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     pf = go.Figure()
@@ -243,9 +243,7 @@ def best_so_far(histories: Mapping[str, Sequence[Sequence[float]]], title: str) 
             padded[j, : len(c)] = c
             if len(c):
                 padded[j, len(c):] = c[-1]  # a shorter study keeps its final best
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # trials before any feasible one: all-NaN columns
-            mean = np.nanmean(padded, axis=0)
+        mean = padded.mean(axis=0)  # NaN until every seed has a feasible trial: a mean of fewer seeds could fall
         ax.step(np.arange(1, n + 1), mean, where="post", color=color, lw=2, label=name)
         pf.add_scatter(x=np.arange(1, n + 1), y=mean, mode="lines", line_shape="hv", name=name)
     ax.axhline(1.0, color="black", ls="--", lw=1, label="retrain")

@@ -170,6 +170,9 @@ def summarise(
                f"retraining: 1.0; poison still detected: {'yes' if detected else 'no'} "
                f"({sc.attack.residual_test}: p = {bm['removal_pvalue']:.3g}; {key}: poisoned "
                f"{refs.metrics['poisoned'][key]:.3g}, best {bm[key]:.3g}, retrain {refs.metrics['retrain'][key]:.3g})")
+    if still:
+        verdict += (f"; the search was still improving (best trial in the last {report.IMPROVING_TAIL:.0%} of the "
+                    "trials): run more trials")
     tracking.set_tags({"verdict": verdict, "best_trial": str(best.number)})
     tracking.log_text(verdict + "\n", "verdict.txt")
     if tc.mode == "pareto":
