@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from collections import Counter
 from pathlib import Path
 from urllib.error import URLError
@@ -56,7 +57,35 @@ def no_network(monkeypatch):
     return calls
 
 
+class _Payload:
+    """What a crafted batch file can carry: unpickling it calls ``pathlib.Path.touch`` on a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("verify", ["1", "0"])
+def test_cifar10_crafted_batch_never_runs_code(tmp_path, monkeypatch, no_network, verify):
+    """A batch file that is not the published one is refused before unpickling (MD5); with verification off for
+    one's own CIFAR-format files, the unpickler still rebuilds arrays only and refuses the payload."""
+    _write_cifar(tmp_path)
+    marker = tmp_path / "pwned"
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "wb") as f:
+        pickle.dump({"data": _Payload(marker), "labels": [0]}, f)
+    monkeypatch.setenv("UNLEARN_SEARCH_DATA", str(tmp_path))
+    monkeypatch.setenv("UNLEARN_SEARCH_CIFAR10_VERIFY", verify)
+    expected = "not the published CIFAR-10 batch (MD5 differs)" if verify == "1" else "refusing to load"
+    with pytest.raises(UsageError, match=re.escape(expected)) as e:
+        load_dataset("cifar10")
+    assert "\n" not in str(e.value) and "data_batch_1" in str(e.value)
+    assert not marker.exists()
+
+
 def test_cifar10_reads_torchvision_layout(tmp_path, monkeypatch, no_network):
+    monkeypatch.setenv("UNLEARN_SEARCH_CIFAR10_VERIFY", "0")  # synthetic files, not the published ones
     train_x, train_y, _ = _write_cifar(tmp_path)
     monkeypatch.setenv("UNLEARN_SEARCH_DATA", str(tmp_path))
     data = load_dataset("cifar10")

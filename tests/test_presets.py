@@ -66,6 +66,7 @@ def test_paper_small_runs_poison_end_to_end(tmp_path, monkeypatch, mlflow_store,
     _write_cifar(tmp_path / "data", n_per_batch=420, n_test=520)
     monkeypatch.setenv("UNLEARN_SEARCH_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("UNLEARN_SEARCH_DOWNLOAD", "0")
+    monkeypatch.setenv("UNLEARN_SEARCH_CIFAR10_VERIFY", "0")  # synthetic files, not the published ones
     assert cli.main(["poison", "--preset", "paper-small", "--train-epochs", "1"]) == 0
     out = capsys.readouterr().out
     assert "gus_z" in out and "test_acc" in out

@@ -8,7 +8,11 @@ if it is absent and cannot be downloaded, loading fails with one line naming the
 
 The batches are read here, not through torchvision's dataset object: one uint8 array, converted once to float32
 ``(N, 3, 32, 32)`` in [0, 1] (torchvision would also build a per-image HWC copy). The batch files are Python
-pickles, as torchvision reads them too: only point the data directory at files you trust.
+pickles, and unpickling runs whatever code a crafted file names. So each file is first checked against the
+published MD5 of the CIFAR-10 release (the list torchvision checks downloads with), and a file that differs is
+refused with one line before it is opened. Your own data in CIFAR-10's format (e.g. a synthetic test set) can be
+read with ``UNLEARN_SEARCH_CIFAR10_VERIFY=0``; every batch, checked or not, is unpickled by `_ArraysOnly`, which
+rebuilds only numpy arrays, dicts, lists, numbers and strings and refuses any other object.
 """
 
 from __future__ import annotations
@@ -31,6 +35,37 @@ FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILES = ("test_batch",)
 SOURCE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+VERIFY_ENV = "UNLEARN_SEARCH_CIFAR10_VERIFY"  # "0" (or "false", "no") = read files that are not the published ones
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler for CIFAR-10 batches: numpy arrays and plain containers only; any other global is refused."""
+
+    ALLOWED = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                         ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")})
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _published_md5() -> dict[str, str]:
+    from torchvision.datasets import CIFAR10
+
+    return {name: md5 for name, md5 in (*CIFAR10.train_list, *CIFAR10.test_list)}
+
+
+def _check_published(path: Path) -> None:
+    """Refuse (one line) a batch file that is not the published one, unless verification is off."""
+    if os.environ.get(VERIFY_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return
+    from torchvision.datasets.utils import check_integrity
+
+    if not check_integrity(str(path), _published_md5()[path.name]):
+        raise UsageError(f"{path}: not the published CIFAR-10 batch (MD5 differs), refused before unpickling it "
+                         f"(a pickle can run code); valid: the files of {SOURCE_URL}, or your own CIFAR-format files "
+                         f"with {VERIFY_ENV}=0")
 
 
 def data_dir() -> Path:
@@ -68,8 +103,12 @@ def _read_batches(folder: Path, names: tuple[str, ...]) -> tuple[torch.Tensor, t
     """Concatenate pickled batches ``{"data": uint8 (n, 3072), "labels": [n ints]}`` -> (N,3,32,32) float, (N,)."""
     data, labels = [], []
     for name in names:
-        with open(folder / name, "rb") as f:
-            entry: dict[Any, Any] = pickle.load(f, encoding="latin1")
+        _check_published(folder / name)
+        try:
+            with open(folder / name, "rb") as f:
+                entry: dict[Any, Any] = _ArraysOnly(f, encoding="latin1").load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+            raise UsageError(f"{folder / name}: not a CIFAR-10 batch ({e})") from None
         x = np.asarray(_field(entry, "data"))
         y = np.asarray(_field(entry, "labels"), dtype=np.int64)
         if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or y.shape != (len(x),):
