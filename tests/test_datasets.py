@@ -170,6 +170,9 @@ def _arrays(**override):
     ({"y_train": np.arange(7)}, r"y_train has shape \(7,\); expected \(8,\)"),
     ({"y_train": np.arange(8) * 0.5}, "y_train has dtype float64; expected integer"),
     ({"y_test": np.array([0, -1, 1])}, "y_test has negative labels"),
+    ({"x_train": np.where(np.eye(8, dtype=bool)[:, :, None], np.nan, 0.5) * np.ones((8, 8, 8))},
+     r"x_train has 64 NaN or infinite value\(s\); images must be finite"),
+    ({"y_train": np.zeros(8, np.int64)}, r"y_train has a single class \(0\); a classifier needs at least 2"),
 ])
 def test_bad_npz_is_one_line_usage_error(tmp_path, override, match):
     path = tmp_path / "bad.npz"
@@ -182,7 +185,7 @@ def test_bad_npz_is_one_line_usage_error(tmp_path, override, match):
 def test_npz_not_a_zip_and_pickles_refused(tmp_path):
     junk = tmp_path / "junk.npz"
     junk.write_text("not a zip")
-    with pytest.raises(UsageError, match=r"cannot read it as a \.npz"):
+    with pytest.raises(UsageError, match=r"not a \.npz file \(not a zip archive\)"):
         load_dataset(f"npz:{junk}")
     objs = tmp_path / "objs.npz"
     np.savez(objs, **_arrays(y_train=np.array([object()] * 8)))

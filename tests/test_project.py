@@ -38,7 +38,7 @@ def test_method_entry_points_carry_every_config_field_with_its_default():
         assert f"--method {name} " in eps[name]["command"]
         for f in fields(METHODS.get(name).Config):
             assert str(params[f.name]["default"]) == format_default(f.default), (name, f.name)
-            assert f"--{f.name.replace('_', '-')} {{{f.name}}}" in eps[name]["command"]
+            assert f"--{f.name.replace('_', '-')}={{{f.name}}}" in eps[name]["command"]
 
 
 def test_readme_runs_the_same_test_command_as_ci():

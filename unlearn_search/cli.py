@@ -59,8 +59,15 @@ def _add_scenario_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: unlearn_search)")
 
 
+#: Seeds are non-negative and fit numpy's and torch's seed types with room for the derived seeds.
+SEED_MAX = 2**32 - 1
+
+
 def scenario_from_args(a: argparse.Namespace) -> Any:
+    from .errors import check_range
     from .presets import PRESETS
+
+    check_range("seed", a.seed, low=0, high=SEED_MAX)
     from .scenario import ScenarioConfig
     from .training import TrainConfig
 
@@ -158,18 +165,24 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
     table = {"poisoned": refs.metrics["poisoned"], method.name: out.metrics, "retrain": refs.metrics["retrain"]}
     _print_table(f"{method.name} on scenario {cfg.hash}, budget {a.budget:g}", table)
     key = refs.scenario.attack.removal_metric
+    acc, acc_p = out.metrics["test_acc"], refs.metrics["poisoned"]["test_acc"]
+    utility = (f"utility kept (test accuracy {acc:.3g}, poisoned {acc_p:.3g})" if acc >= acc_p - a.utility_tolerance
+               else f"UTILITY LOST: test accuracy {acc:.3g} against the poisoned model's {acc_p:.3g} (tolerance "
+                    f"{a.utility_tolerance:g}), so the removal does not count")
     print(f"removal {out.metrics['removal']:.3f} ({key}: poisoned {refs.metrics['poisoned'][key]:.3g}, "
-          f"unlearned {out.metrics[key]:.3g}, retrain {refs.metrics['retrain'][key]:.3g}); "
+          f"unlearned {out.metrics[key]:.3g}, retrain {refs.metrics['retrain'][key]:.3g}); {utility}; "
           f"poison {'removed' if removed else 'NOT removed'} ({refs.scenario.attack.residual_test}: "
           f"p = {out.metrics['removal_pvalue']:.3g})")
     return 0
 
 
 def cmd_tune(a: argparse.Namespace) -> int:
+    from .errors import check_range
     from .search import TuneConfig, connect_storage
     from .tune import run_tune
 
     seed = a.seed if a.sampler_seed < 0 else a.sampler_seed
+    check_range("sampler_seed", seed, low=0, high=SEED_MAX)
     tc = TuneConfig(method=a.method, n_trials=a.n_trials, timeout=a.timeout, budget_max=a.budget_max, seed=seed,
                     storage=a.storage, study_name=a.study_name, utility_tolerance=a.utility_tolerance, mode=a.mode)
     cfg, ctx = _prepare(a)

@@ -7,6 +7,7 @@ message as one line and exits non-zero; library callers can catch it like any `V
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 
@@ -23,17 +24,23 @@ def check_range(
     low_open: bool = False,
     high_open: bool = False,
 ) -> None:
-    """Raise `UsageError` unless ``low (<|<=) value (<|<=) high``; the message states the valid interval."""
-    bad = value != value  # NaN is never in range
+    """Raise `UsageError` unless ``low (<|<=) value (<|<=) high`` and ``value`` is finite (NaN and ±inf are never
+    valid: an unbounded side means any finite number); the message states the valid interval."""
+    bad = not math.isfinite(value)
     if low is not None:
         bad = bad or (value <= low if low_open else value < low)
     if high is not None:
         bad = bad or (value >= high if high_open else value > high)
     if bad:
-        lo = "-inf" if low is None else f"{low:g}"
-        hi = "inf" if high is None else f"{high:g}"
+        lo = "-inf" if low is None else _number(low)
+        hi = "inf" if high is None else _number(high)
         interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
-        raise UsageError(f"{name}={value!r} is out of range; valid: {interval}")
+        finite = "" if math.isfinite(value) else "a finite number in "
+        raise UsageError(f"{name}={value!r} is out of range; valid: {finite}{interval}")
+
+
+def _number(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 def check_choice(name: str, value: str, choices: Iterable[str]) -> None:

@@ -49,7 +49,7 @@ def _entry(name: str, comment: str, command: str, argv: list[str], fixed: str = 
         else:
             default: Any = format_default(a.default)
             lines.append(f"      {param}: {{type: {kind}, default: {default!r}}}".replace("'", '"'))
-        parts.append(f"{a.option_strings[0]} {{{param}}}")
+        parts.append(f"{a.option_strings[0]}={{{param}}}")  # "=": a value such as -inf is not read as a flag
     lines.append("    command: >-")
     line = "      "
     for part in parts:

@@ -30,6 +30,11 @@ _MAX_CHANNELS = 4
 
 @DATASET_SOURCES.register("npz")
 def npz(path: str) -> Dataset:
+    import zipfile
+
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        raise UsageError(f"npz:{path}: not a .npz file (not a zip archive); expected numpy.savez output with "
+                         f"{', '.join(NPZ_KEYS)}")
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in NPZ_KEYS if k not in f.files]
@@ -113,6 +118,9 @@ def _dataset(name: str, arrays: dict[str, np.ndarray], n_classes: int | None = N
     y_test = _labels(arrays["y_test"], len(x_test), name, "y_test")
     if n_classes is None:
         n_classes = int(max(y_train.max(), y_test.max())) + 1  # both non-empty
+    present = torch.unique(y_train).tolist()
+    if len(present) < 2:
+        raise UsageError(f"{name}: y_train has a single class ({present[0]}); a classifier needs at least 2")
     return Dataset(name=name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, n_classes=n_classes)
 
 
@@ -136,7 +144,10 @@ def _images(x: np.ndarray, name: str, key: str) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0)
     if x.dtype == np.bool_ or np.issubdtype(x.dtype, np.floating):
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        if not bool(torch.isfinite(t).all()) or float(t.min()) < 0 or float(t.max()) > 1:
+        if not bool(torch.isfinite(t).all()):
+            n_bad = int((~torch.isfinite(t)).sum())
+            raise UsageError(f"{name}: {key} has {n_bad} NaN or infinite value(s); images must be finite, in [0, 1]")
+        if float(t.min()) < 0 or float(t.max()) > 1:
             raise UsageError(f"{name}: {key} values span [{float(t.min()):g}, {float(t.max()):g}]; "
                              f"float images must lie in [0, 1] (or store uint8 0..255)")
         return t
