@@ -92,6 +92,14 @@ def test_two_workers_share_one_study_without_losing_or_duplicating_trials(tmp_pa
     assert sorted(t.number for t in trials) == list(range(6))
     drawn = [tuple(sorted(t.params.items())) for t in trials]
     assert len(set(drawn)) == 6, "two trials of the shared study drew the same parameters"
+    # both workers registered their best case, but never the same trial twice
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    try:
+        versions = MlflowClient().search_model_versions("name = 'unlearn_search.unlearned.gd'")
+    finally:
+        mlflow.set_tracking_uri(None)
+    per_trial = [v.tags["trial"] for v in versions if v.tags.get("study") == "shared"]
+    assert per_trial and len(per_trial) == len(set(per_trial)), per_trial
 
 
 def _synthetic_value(params):

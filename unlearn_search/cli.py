@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any, NoReturn
@@ -418,11 +420,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own per-trial progress line replaces Optuna's
+    optuna.logging.disable_default_handler()  # Optuna's records go through our handler, and its filter:
+    optuna.logging.enable_propagation()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_no_interrupt_tracebacks)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, handler) for sig, handler in
+                ((signal.SIGTERM, _terminate), (signal.SIGINT, _interrupt))} if main_thread else {}
     try:
         return int(args.func(args))
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated (SIGTERM): the run is marked KILLED and the study can be resumed", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print("interrupted: the run is marked KILLED and the study can be resumed", file=sys.stderr)
+        return 130
     except Exception as e:
         from .unlearning import Diverged
 
@@ -430,9 +445,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {e}; try a smaller lr or budget", file=sys.stderr)
             return 1
         raise
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that a terminated run ends like an interrupted one: its MLflow run
+    KILLED with a reason, its trial failed, its queued child runs written. (SIGKILL cannot be caught: what it leaves
+    is cleaned up when the study is next opened, see `tune.reconcile`.)"""
+
+
+_INTERRUPTED: list[bool] = []  # set once SIGINT or SIGTERM arrived
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    _INTERRUPTED.append(True)
+    raise Terminated()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    _INTERRUPTED.append(True)
+    raise KeyboardInterrupt()
+
+
+def _no_interrupt_tracebacks(record: logging.LogRecord) -> bool:
+    """Once interrupted, drop Optuna's reports of the interrupted trial (a 50-line traceback and "failed with value
+    None"): the interrupt itself is reported in one line, and the trial is recorded as failed in the study."""
+    exc = record.exc_info[0] if record.exc_info else None
+    if exc is not None and issubclass(exc, KeyboardInterrupt):
+        return False
+    return not (_INTERRUPTED and record.name.startswith("optuna"))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,6 +32,7 @@ from .methods import METHODS, Method
 from .models import model_blocks
 from .scenario import Scenario
 from .unlearning import Diverged, unlearn
+from .workers import worker_id
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +94,6 @@ def connect_storage(url: str, attempts: int = 4) -> optuna.storages.BaseStorage:
     Workers that start together may race to create a database schema; a few retries absorb that. A storage that
     still cannot be used raises `UsageError` (password redacted).
     """
-    import time
-    import warnings
 
     from .tracking import redact_uri  # a pure function; no MLflow state is touched
 
@@ -200,10 +200,36 @@ def open_study(tc: TuneConfig, scenario_hash: str) -> optuna.Study:
         raise UsageError(f"sampler seed {tc.seed} does not match study {study.study_name!r}, which was seeded with "
                          f"{seeded}; valid: --sampler-seed {seeded} (all workers of a study share its seed) or "
                          "another --study-name")
+    for number, worker in fail_dead_trials(study):
+        log.warning("study %s: trial %d was left running by worker %s, which is gone: marked failed",
+                    study.study_name, number, worker)
     for k, v in {"scenario_hash": scenario_hash, "method": tc.method, "mode": tc.mode, "sampler_seed": tc.seed,
                  "budget_max": tc.budget_max, "utility_tolerance": tc.utility_tolerance}.items():
         study.set_user_attr(k, v)
     return study
+
+
+def fail_dead_trials(study: optuna.Study) -> list[tuple[int, str]]:
+    """Mark failed the RUNNING trials whose worker is known dead; returns (trial number, worker) for each.
+
+    A killed worker (kill -9, a crash, a lost machine) leaves its trial RUNNING for good. Each trial records its
+    worker (`workers.worker_id`) first thing; a trial of a dead process of this host is failed here, when the study
+    is next opened. Database storages also have Optuna's heartbeat, which fails a trial of any host once its worker
+    stopped beating for the grace period; the journal file has no heartbeat, so a trial left by a worker of another
+    host stays RUNNING there (a journal file serves one machine).
+    """
+    from .workers import is_dead
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # does nothing without a heartbeat (the journal file)
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = str(t.user_attrs.get("worker", ""))
+        if worker and is_dead(worker):
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            failed.append((t.number, worker))
+    return failed
 
 
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
@@ -229,6 +255,7 @@ def make_objective(
 
     def objective(trial: optuna.Trial) -> Any:
         assert method.search_space is not None
+        trial.set_user_attr("worker", worker_id())  # first: a trial left RUNNING by a dead worker can be failed
         trial.set_user_attr("model_blocks", n_blocks)  # for depth-dependent spaces (EU-k, CF-k: k <= blocks)
         params = method.search_space(trial)
         budget = trial.suggest_float("budget", tc.budget_max / 10, tc.budget_max, log=True)

@@ -92,11 +92,23 @@ def configure(experiment: str | None = None) -> None:
 
 @contextlib.contextmanager
 def run(name: str, tags: dict[str, str] | None = None, nested: bool = False) -> Iterator[Run]:
-    """Start (or, for the outermost run inside ``mlflow run``, resume) a run. A failure marks it FAILED."""
+    """Start (or, for the outermost run inside ``mlflow run``, resume) a run.
+
+    How it ends says why: an interrupt (Ctrl-C, or SIGTERM turned into one by the CLI) ends it KILLED, any other
+    exception FAILED, both with the one-line reason as tag ``error`` (bad input, divergence, a crash)."""
     with mlflow.start_run(run_name=name, nested=nested, tags=tags) as r:
         if tags:
             mlflow.set_tags(tags)
-        yield r
+        try:
+            yield r
+        except BaseException as e:
+            interrupted = isinstance(e, KeyboardInterrupt)
+            reason = (f"{type(e).__name__}: interrupted" if interrupted
+                      else f"{type(e).__name__}: {' '.join(str(e).split())}")
+            with contextlib.suppress(Exception):  # the store may be what failed (a full disk): end it if it can
+                mlflow.set_tag("error", reason[:500])
+                mlflow.end_run("KILLED" if interrupted else "FAILED")
+            raise
 
 
 def log_params(params: dict[str, Any]) -> None:
@@ -292,3 +304,30 @@ class ChildRunWriter:
         self.pool.shutdown(wait=True)
         for f in self.futures:
             f.result()  # re-raise a failed write
+
+
+def search_runs(filter_string: str) -> list[Run]:
+    """Every run of the active run's experiment matching ``filter_string`` (all pages)."""
+    client = MlflowClient()
+    experiment = mlflow.active_run()
+    if experiment is None:
+        raise RuntimeError("no active MLflow run")
+    out: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment.info.experiment_id], filter_string, max_results=1000, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def end_run_as(run_id: str, status: str, reason: str) -> None:
+    """End another run (e.g. a dead worker's) with ``status`` (KILLED, FAILED) and the tag ``error`` = ``reason``."""
+    client = MlflowClient()
+    client.set_tag(run_id, "error", reason[:500])
+    client.set_terminated(run_id, status=status)
+
+
+def delete_version(role: str, version: str) -> None:
+    MlflowClient().delete_model_version(registered_name(role), version)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.trial import TrialState
 from torch import nn
 
 from . import plots, report, tracking, verdict
@@ -31,6 +32,7 @@ from .search import (
 )
 from .store import References, ensure_references
 from .unlearning import unlearn
+from .workers import is_dead, worker_id
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,8 @@ def run_tune(
     study = open_study(tc, cfg.hash)  # first: a study of another scenario or seed is refused before any run exists
     if not nested:
         tracking.configure(experiment)
-    tags = {"entry_point": "tune", "method": tc.method, "scenario_hash": cfg.hash, "study": study_name}
+    tags = {"entry_point": "tune", "method": tc.method, "scenario_hash": cfg.hash, "study": study_name,
+            "worker": worker_id()}
     with tracking.run(f"tune-{study_name}", tags=tags, nested=nested):
         tracking.log_params({**cfg.to_flat(), "method": tc.method, "n_trials": tc.n_trials, "timeout": tc.timeout,
                              "budget_max": tc.budget_max, "sampler.seed": tc.seed, "mode": tc.mode,
@@ -95,7 +98,8 @@ def run_tune(
         retrain_scores = sc.attack.scores(refs.models["retrain"], sc.data, sc.poisoning, ctx)
         for role in ("poisoned", "retrain"):
             tracking.log_metrics(refs.metrics[role], prefix=f"{role}.")
-        finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        # trials that ran to an outcome; a failed trial (a crash, a killed or interrupted worker) is run again
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         n_run = max(tc.n_trials - len(finished), 0) if top_up else tc.n_trials
         key = sc.attack.removal_metric
         m_p, m_r = refs.metrics["poisoned"][key], refs.metrics["retrain"][key]
@@ -107,6 +111,8 @@ def run_tune(
             n_run = 0
         tracking.set_tags({"reused_trials": str(len(finished)), "new_trials": str(n_run)})
         writer = tracking.ChildRunWriter()
+        if study.get_trials(deepcopy=False):
+            reconcile(study, writer)
         reporter = MlflowTrialReporter(study_name, n_run, writer)
         objective = make_objective(tc, method, sc, refs.models["poisoned"], refs.metrics, retrain_scores, ctx,
                                    reporter)
@@ -115,6 +121,9 @@ def run_tune(
         try:
             if n_run:
                 study.optimize(objective, n_trials=n_run, timeout=tc.timeout or None, catch=(Exception,))
+        except BaseException:  # interrupted (Optuna has failed the trial): give that trial its child run too
+            reconcile(study, writer, mine_only=True)
+            raise
         finally:
             writer.close()
         # A topped-up study that needed no new trial is reused as it is: no new plots, no new model version.
@@ -185,16 +194,76 @@ def summarise(
         return result
     model = best_model
     assert model is not None
-    mv = tracking.log_model(model, sc.spec, tracking.unlearned_role(tc.method), input_example=sc.data.x_test[:2],
-                            tags={"study": study.study_name, "trial": str(best.number),
-                                  "scenario_hash": sc.config.hash, "method": tc.method,
-                                  "source_model": str(refs.versions["poisoned"]),
-                                  "params": json.dumps(best.params)})
-    tracking.set_alias(tracking.unlearned_role(tc.method), "best", str(mv.version))
-    result["registered"] = f"{mv.name}/{mv.version}"
+    result["registered"] = _register_best(model, study, best, tc, refs)
     _print_summary(study, refs, best, key)
     print(verdict)
     return result
+
+
+def _register_best(model: nn.Module, study: optuna.Study, best: Any, tc: TuneConfig, refs: References) -> str:
+    """Register the best trial's model once per (study, trial), with the alias ``best``.
+
+    Several workers of one study finish together and may each register the same best trial. A version that already
+    exists is reused; two that raced past that check are resolved after the fact: the lowest version number stays,
+    the others are deleted (each worker deletes its own), so one version per best trial remains.
+    """
+    role, sc = tracking.unlearned_role(tc.method), refs.scenario
+    key = {"study": study.study_name, "trial": str(best.number)}
+    existing = tracking.find_versions(role, key)
+    if not existing:
+        mv = tracking.log_model(model, sc.spec, role, input_example=sc.data.x_test[:2],
+                                tags={**key, "scenario_hash": sc.config.hash, "method": tc.method,
+                                      "source_model": str(refs.versions["poisoned"]),
+                                      "params": json.dumps(best.params)})
+        existing = tracking.find_versions(role, key)
+        if min(int(v.version) for v in existing) != int(mv.version):  # another worker registered it first
+            tracking.delete_version(role, str(mv.version))
+            existing = [v for v in existing if v.version != mv.version]
+    keep = min(existing, key=lambda v: int(v.version))
+    tracking.set_alias(role, "best", str(keep.version))
+    return f"{keep.name}/{keep.version}"
+
+
+def reconcile(study: optuna.Study, writer: tracking.ChildRunWriter, mine_only: bool = False) -> None:
+    """Make the study's MLflow record whole again after a worker died or was interrupted.
+
+    A killed worker leaves its tune run RUNNING and may lose child runs still queued in its background writer. Here
+    (the active run being this worker's tune run): every RUNNING run of the study whose worker is known dead
+    (`workers.is_dead`), and each RUNNING child of those, is ended KILLED with the reason as tag ``error``; and every
+    finished trial without a child run gets one, tagged ``reconciled=true``, if its worker is dead or this process
+    (a live worker's trials are left to that worker's own writer). ``mine_only``: just this process's trials.
+    """
+    name, me = study.study_name, tracking.active_run_id()
+    runs = tracking.search_runs(f"tags.study = '{name}'")
+    if not mine_only:
+        dead = {r.info.run_id: r.data.tags["worker"] for r in runs if r.info.status == "RUNNING"
+                and r.info.run_id != me and is_dead(r.data.tags.get("worker", ""))}
+        for r in runs:
+            parent = r.data.tags.get("mlflow.parentRunId", "")
+            if r.info.run_id in dead or (r.info.status == "RUNNING" and parent in dead):
+                worker = dead.get(r.info.run_id) or dead[parent]
+                tracking.end_run_as(r.info.run_id, "KILLED",
+                                    f"worker {worker} died; found when run {me} resumed study {name}")
+                log.warning("study %s: run %s of dead worker %s marked KILLED", name, r.info.run_id, worker)
+    have = {int(r.data.tags["trial"]) for r in runs if r.data.tags.get("trial", "").isdigit()}
+    mine = worker_id()
+    for t in study.get_trials(deepcopy=False):
+        owner = str(t.user_attrs.get("worker", ""))
+        if not t.state.is_finished() or t.number in have or not owner:
+            continue
+        if owner != mine and (mine_only or not is_dead(owner)):
+            continue
+        state = t.state.name.lower()
+        if t.state == TrialState.COMPLETE and not is_feasible(t):
+            state = "infeasible"
+        reason = str(t.user_attrs.get("reason", ""))
+        if t.state == TrialState.FAIL and not reason:
+            reason = "interrupted" if owner == mine else f"worker {owner} died"
+        tags = {"study": name, "trial": str(t.number), "state": "failed" if state == "fail" else state,
+                "reconciled": "true", **({"reason": reason[:500]} if reason else {})}
+        start = int(t.datetime_start.timestamp() * 1000) if t.datetime_start else int(time.time() * 1000)
+        writer.submit(f"trial-{t.number}", start, t.params, dict(t.user_attrs.get("metrics", {})), tags,
+                      failed=t.state == TrialState.FAIL)
 
 
 def removal_history(trials: list[optuna.trial.FrozenTrial]) -> list[float]:

@@ -1,0 +1,118 @@
+"""Fault injection with real processes and real signals: a killed, interrupted or terminated `tune` leaves nothing
+RUNNING, loses no trial's child run, and its study resumes.
+
+One scenario store is shared by the module (references trained once); each test uses its own study.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from unlearn_search import search
+
+FAST = ["--train-epochs", "3"]
+BASE = [sys.executable, "-m", "unlearn_search", "-q"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db", "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_RUN_ID", None)
+    subprocess.run([*BASE, "poison", *FAST], cwd=root, env=env, check=True, capture_output=True, timeout=300)
+    return root, env
+
+
+def _tune(study: str, n_trials: int) -> list[str]:
+    return [*BASE, "tune", "--method", "gd", "--n-trials", str(n_trials), "--storage", "j.log", "--study-name",
+            study, *FAST]
+
+
+def _study(root: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=search.connect_storage(str(root / "j.log")))
+
+
+def _signal_mid_trial(root: Path, env: dict, study: str, sig: int) -> tuple[subprocess.Popen, str]:
+    """Start a long tune, wait until it has finished two trials and is inside a third, send ``sig``."""
+    for _ in range(3):  # the signal may land between two trials; then try again (new study name)
+        name = f"{study}-{_}"
+        proc = subprocess.Popen(_tune(name, 500), cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                trials = _study(root, name).get_trials(deepcopy=False)
+            except KeyError:  # not created yet
+                trials = []
+            done = sum(t.state.is_finished() for t in trials)
+            if done >= 2 and any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
+                proc.send_signal(sig)
+                break
+            time.sleep(0.02)
+        proc.wait(timeout=120)
+        if sig != signal.SIGKILL or any(t.state == optuna.trial.TrialState.RUNNING
+                                        for t in _study(root, name).get_trials(deepcopy=False)):
+            return proc, name
+    raise AssertionError("could not catch a trial running")
+
+
+def _runs(root: Path, study: str) -> list:
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    exp = client.get_experiment_by_name("unlearn_search")
+    return client.search_runs([exp.experiment_id], f"tags.study = '{study}'", max_results=5000)
+
+
+def _assert_whole(root: Path, name: str) -> None:
+    """Nothing RUNNING (study or MLflow), and every finished trial has exactly one child run."""
+    trials = _study(root, name).get_trials(deepcopy=False)
+    assert not [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    runs = _runs(root, name)
+    assert [r.info.run_id for r in runs if r.info.status == "RUNNING"] == []
+    children = Counter(r.data.tags["trial"] for r in runs if "trial" in r.data.tags)
+    assert children == Counter(str(t.number) for t in trials if t.state.is_finished())
+
+
+def test_kill_9_leaves_nothing_running_once_the_study_is_resumed(store):
+    root, env = store
+    proc, name = _signal_mid_trial(root, env, "killed", signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    stale = [t.number for t in _study(root, name).trials if t.state == optuna.trial.TrialState.RUNNING]
+    (killed_run,) = [r for r in _runs(root, name) if r.info.status == "RUNNING" and "trial" not in r.data.tags]
+    # the same command again: it resumes the study, fails the dead worker's trial, ends the dead run KILLED with
+    # its reason, and writes the child runs the dead worker's background writer never did
+    r = subprocess.run(_tune(name, 2), cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    study = _study(root, name)
+    assert [study.trials[n].state for n in stale] == [optuna.trial.TrialState.FAIL] * len(stale)
+    run = MlflowClient(f"sqlite:///{root}/mlflow.db").get_run(killed_run.info.run_id)
+    assert run.info.status == "KILLED" and "died; found when run" in run.data.tags["error"]
+    _assert_whole(root, name)
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) >= 4  # 2 before, 2 after
+
+
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"),
+                                             (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_interrupt_or_terminate_is_one_line_a_killed_run_and_a_failed_trial(store, sig, code, word):
+    root, env = store
+    proc, name = _signal_mid_trial(root, env, f"sig{int(sig)}", sig)
+    err = proc.stderr.read().decode().strip()
+    assert proc.returncode == code
+    assert err.startswith(word) and len(err.splitlines()) == 1, err
+    (parent,) = [r for r in _runs(root, name) if "trial" not in r.data.tags]
+    assert parent.info.status == "KILLED"
+    assert parent.data.tags["error"] in ("KeyboardInterrupt: interrupted", "Terminated: interrupted")
+    study = _study(root, name)
+    assert any(t.state == optuna.trial.TrialState.FAIL for t in study.trials)  # the interrupted trial
+    _assert_whole(root, name)
+    r = subprocess.run(_tune(name, 1), cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]  # resumable
+    _assert_whole(root, name)
