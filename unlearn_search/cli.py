@@ -188,6 +188,7 @@ def cmd_tune(a: argparse.Namespace) -> int:
     tc = TuneConfig(method=a.method, n_trials=a.n_trials, timeout=a.timeout, budget_max=a.budget_max, seed=seed,
                     storage=a.storage, study_name=a.study_name, utility_tolerance=a.utility_tolerance, mode=a.mode)
     cfg, ctx = _prepare(a)
+    _warn_literal_secret(tc.storage)
     connect_storage(tc.storage)  # before any MLflow run exists, so a bad URL creates nothing
     run_tune(tc, cfg, ctx, a.experiment)
     return 0
@@ -213,9 +214,18 @@ def cmd_compare(a: argparse.Namespace) -> int:
     # one scenario per attack, every one validated before anything runs (--attack only matters without --attacks)
     prepared = [_prepare(argparse.Namespace(**{**vars(a), "attack": attack})) for attack in attacks]
     bases, ctx = [cfg for cfg, _ in prepared], prepared[0][1]
+    _warn_literal_secret(template.storage)
     connect_storage(template.storage)
     run_compare_attacks(methods, bases, seeds, levels, template, ctx, a.experiment)
     return 0
+
+
+def _warn_literal_secret(storage: str) -> None:
+    from .redact import has_literal_secret, redact_uri
+
+    if has_literal_secret(storage):
+        log.warning("storage %s spells a password out: `mlflow run` records every -P value verbatim in the run's "
+                    "params; pass it as ${PGPASSWORD} (taken from the environment) instead", redact_uri(storage))
 
 
 def _check_tolerance(value: float) -> None:

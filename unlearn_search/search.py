@@ -95,7 +95,7 @@ def connect_storage(url: str, attempts: int = 4) -> optuna.storages.BaseStorage:
     still cannot be used raises `UsageError` (password redacted).
     """
 
-    from .tracking import redact_uri  # a pure function; no MLflow state is touched
+    from .redact import redact, redact_uri
 
     scheme = urlsplit(url).scheme.split("+")[0]
     if scheme not in RDB_SCHEMES:
@@ -119,9 +119,7 @@ def connect_storage(url: str, attempts: int = 4) -> optuna.storages.BaseStorage:
                 time.sleep(0.5 * (attempt + 1))
                 continue
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            password = urlsplit(expand_storage(url)).password
-            if password:
-                first = first.replace(password, "***")
+            first = redact(redact(first, expand_storage(url)), url)
             raise UsageError(f"storage {redact_uri(url)!r} cannot be used: {first[:200]}") from None
     raise AssertionError("unreachable")
 

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import mlflow
 import torch
@@ -29,6 +28,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 from torch import nn
 
+from . import redact
 from .errors import UsageError
 from .models import ModelSpec
 
@@ -50,16 +50,7 @@ def unlearned_role(method: str) -> str:
     return f"unlearned.{method}"
 
 
-def redact_uri(uri: str) -> str:
-    """The URI with any password replaced by ``***`` (safe for logs, params and tags)."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "<unparseable uri>"
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+redact_uri = redact.redact_uri  # every password form a URL can carry, replaced by *** (see `redact`)
 
 
 def configure(experiment: str | None = None) -> None:
@@ -76,9 +67,7 @@ def configure(experiment: str | None = None) -> None:
         MlflowClient().search_experiments(max_results=1)
     except Exception as e:  # MLflow raises many types here (connection, SQL, scheme); all mean "unusable"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        password = urlsplit(uri).password
-        if password:
-            first = first.replace(password, "***")
+        first = redact.redact(first, uri)
         raise UsageError(f"tracking URI {redact_uri(uri)!r} cannot be reached: {first[:200]}") from None
     finally:
         for k, v in saved.items():
