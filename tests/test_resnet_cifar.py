@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from unlearn_search.models import ModelSpec, create_model, model_blocks
+from unlearn_search.models import ModelSpec, create_model, last_k_units, max_k, model_blocks, model_units
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,18 @@ def test_cifar_stem_and_block_resolutions(resnet):
             shapes.append(tuple(h.shape[1:]))
     assert shapes == [(64, 32, 32), (64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4), (10,)]
     assert [len(b) for b in blocks[1:5]] == [2, 2, 2, 2]  # BasicBlocks [2, 2, 2, 2]
+
+
+def test_units_of_k_are_stem_with_layer1_then_layer2_layer3_then_layer4_with_the_head(resnet):
+    """EU-k / CF-k: k = 1 is layer4 with the head (pool, linear), k = 2 adds layer3, k = 3 adds layer2; the stem is
+    never a unit of its own and k = 4 (everything) is not a valid k."""
+    stem, layer1, layer2, layer3, layer4, head = model_blocks(resnet)
+    assert model_units(resnet) == [[stem, layer1], [layer2], [layer3], [layer4, head]]
+    assert max_k(resnet) == 3
+    assert last_k_units(resnet, 1) == [layer4, head]
+    assert last_k_units(resnet, 2) == [layer3, layer4, head]
+    assert last_k_units(resnet, 3) == [layer2, layer3, layer4, head]
+    assert len(list(resnet.state_dict())) == 122 and all(k.startswith("blocks.") for k in resnet.state_dict())
 
 
 def test_seeded_and_other_channels():

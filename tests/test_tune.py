@@ -257,5 +257,5 @@ def test_trials_carry_the_models_depth_for_depth_dependent_spaces(mlflow_store):
             *FAST]
     assert cli.main(args) == 0
     (trial,) = _study("depth", "optuna_journal.log").trials
-    assert trial.user_attrs["model_blocks"] == 3  # the MLP: EU-k's k is drawn from 1..3
-    assert trial.distributions["k"].high == 3
+    assert trial.user_attrs["max_k"] == 1  # the MLP: two units, so k = 1 only (k = 2 would be retraining)
+    assert trial.distributions["k"].high == 1

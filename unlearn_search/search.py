@@ -29,7 +29,7 @@ from torch import nn
 from .context import RunContext
 from .errors import UsageError, check_choice, check_range
 from .methods import METHODS, Method
-from .models import model_blocks
+from .models import max_k
 from .scenario import Scenario
 from .unlearning import Diverged, unlearn
 from .workers import worker_id
@@ -249,12 +249,12 @@ def make_objective(
     key = attack.removal_metric
     m_p, m_r = reference_metrics["poisoned"][key], reference_metrics["retrain"][key]
     acc_floor = reference_metrics["poisoned"]["test_acc"] - tc.utility_tolerance
-    n_blocks = len(model_blocks(poisoned))
+    largest_k = max_k(poisoned)
 
     def objective(trial: optuna.Trial) -> Any:
         assert method.search_space is not None
         trial.set_user_attr("worker", worker_id())  # first: a trial left RUNNING by a dead worker can be failed
-        trial.set_user_attr("model_blocks", n_blocks)  # for depth-dependent spaces (EU-k, CF-k: k <= blocks)
+        trial.set_user_attr("max_k", largest_k)  # for depth-dependent spaces (EU-k, CF-k: k <= max_k)
         params = method.search_space(trial)
         budget = trial.suggest_float("budget", tc.budget_max / 10, tc.budget_max, log=True)
         cfg = method.config(**params)

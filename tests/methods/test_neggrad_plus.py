@@ -1,4 +1,5 @@
-"""NegGrad+: minimise beta*CE(retain) - (1-beta)*CE(forget), retain batches zipped with a cycled forget loader."""
+"""NegGrad+ as the SCRUB reference runs it: minimise beta*(CE(retain) + l2/2*|theta - theta0|^2) - (1-beta)*CE(forget)
+in eval mode, retain batches zipped with itertools.cycle(forget loader) (the first pass replayed within an epoch)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torch.nn.functional import cross_entropy
 from unlearn_search.errors import UsageError
 from unlearn_search.methods import METHODS, Budget
 from unlearn_search.methods import neggrad_plus as _ngp  # noqa: F401  (registers "neggrad_plus")
+from unlearn_search.models.small import BlockNet
 
 UNLIMITED = Budget(1.0, 1e9)
 
@@ -26,16 +28,17 @@ def _equal(a: nn.Module, b: nn.Module) -> bool:
     return all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def _one_step_cfg(splits, beta: float, lr: float = 1e-2):  # type: ignore[no-untyped-def]
-    """One SGD step without momentum on the whole retain set and the whole forget set."""
+def _one_step_cfg(splits, beta: float, lr: float = 1e-2, epochs: int = 1, **extra):  # type: ignore[no-untyped-def]
+    """One SGD step (per epoch) without momentum on the whole retain set and the whole forget set."""
     return METHODS.get("neggrad_plus").config(
         beta=beta,
         lr=lr,
         optimizer="sgd",
         momentum=0.0,
-        epochs=1,
+        epochs=epochs,
         batch_size=splits.n_retain,
         forget_batch_size=splits.n_forget,
+        **extra,
     )
 
 
@@ -60,10 +63,79 @@ def test_one_step_follows_the_weighted_gradient_exactly(tiny_model, tiny_splits,
         torch.testing.assert_close(p1.detach(), expected, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("beta", [0.7, 1.0])
+def test_l2_pull_towards_the_starting_weights_by_hand(tiny_model, tiny_splits, ctx, beta):
+    """Two full-batch SGD steps. Step 1 starts at theta0, where the pull's gradient is zero; step 2 adds
+    beta * l2_weight * (theta1 - theta0): the gradient of beta * (l2_weight / 2) * |theta - theta0|^2."""
+    s, lr, l2 = tiny_splits, 0.05, 0.5
+    ref = copy.deepcopy(tiny_model).eval()
+    params = list(ref.parameters())
+    theta0 = [p.detach().clone() for p in params]
+
+    def step() -> None:
+        g_r = torch.autograd.grad(cross_entropy(ref(s.x_retain), s.y_retain), params)
+        g_f = torch.autograd.grad(cross_entropy(ref(s.x_forget), s.y_forget), params)
+        with torch.no_grad():
+            for p, p0, gr, gf in zip(params, theta0, g_r, g_f, strict=True):
+                pull = l2 * (p - p0)  # zero at theta0, grows with the distance
+                p -= lr * (beta * (gr + pull) - (1 - beta) * gf)
+
+    step()
+    step()
+    m = METHODS.get("neggrad_plus")
+    res = m.run(tiny_model, s, _one_step_cfg(s, beta, lr, epochs=2, l2_weight=l2), UNLIMITED, ctx)
+    assert res.info["steps"] == 2
+    for p_exp, p1 in zip(params, res.model.parameters(), strict=True):
+        torch.testing.assert_close(p1.detach(), p_exp.detach(), rtol=1e-5, atol=1e-7)
+    without = m.run(tiny_model, s, _one_step_cfg(s, beta, lr, epochs=2, l2_weight=0.0), UNLIMITED, ctx)
+    diff = max(float((a - b).detach().abs().max())
+               for a, b in zip(res.model.parameters(), without.model.parameters(), strict=True))
+    assert diff > 1e-6  # the pull changed the second step
+
+
+def test_eval_mode_keeps_batchnorm_statistics_and_turns_dropout_off(tiny_splits, ctx):
+    """The reference unlearns with model.eval(): running statistics untouched, dropout off during every step."""
+    modes: list[bool] = []
+
+    class Probe(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            modes.append(self.training)
+            return x
+
+    torch.manual_seed(0)
+    model = BlockNet([nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(),
+                                    nn.Dropout(0.5), Probe()), nn.Linear(16, 4)])
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+    m = METHODS.get("neggrad_plus")
+    res = m.run(model, tiny_splits, m.config(epochs=2, batch_size=32, forget_batch_size=8), UNLIMITED, ctx)
+    assert res.info["steps"] == 10 and len(modes) == 20  # a retain and a forget forward per step
+    assert not any(modes)
+    after = res.model.state_dict()
+    for k, v in stats.items():
+        assert torch.equal(after[k], v), k
+    # eval mode with dropout off: one full-batch step is deterministic, as the hand-computed eval-mode gradient
+    s = tiny_splits
+    cfg = _one_step_cfg(s, 0.9, 0.05)
+    a = m.run(model, s, cfg, UNLIMITED, ctx).model
+    ref = copy.deepcopy(model).eval()
+    params = list(ref.parameters())
+    g_r = torch.autograd.grad(cross_entropy(ref(s.x_retain), s.y_retain), params)
+    g_f = torch.autograd.grad(cross_entropy(ref(s.x_forget), s.y_forget), params)
+    for p0, gr, gf, p1 in zip(model.parameters(), g_r, g_f, a.parameters(), strict=True):
+        torch.testing.assert_close(p1.detach(), p0.detach() - 0.05 * (0.9 * gr - 0.1 * gf), rtol=1e-5, atol=1e-7)
+    # the option: train mode updates the statistics
+    modes.clear()
+    trained = m.run(model, tiny_splits, m.config(epochs=1, batch_size=32, eval_mode=False), UNLIMITED, ctx).model
+    key = "blocks.0.2.running_mean"
+    assert all(modes) and not torch.equal(trained.state_dict()[key], stats[key])
+
+
 def test_beta_one_equals_gd_with_the_same_optimizer(tiny_model, tiny_splits, ctx):
+    """Without the L2 pull and in train mode (GD's), beta = 1 is GD exactly."""
     shared = dict(lr=0.05, optimizer="sgd", momentum=0.9, weight_decay=1e-3, epochs=2, batch_size=16)
     ngp, gd = METHODS.get("neggrad_plus"), METHODS.get("gd")
-    a = ngp.run(tiny_model, tiny_splits, ngp.config(beta=1.0, forget_batch_size=8, **shared), UNLIMITED, ctx)
+    cfg = ngp.config(beta=1.0, forget_batch_size=8, l2_weight=0.0, eval_mode=False, **shared)
+    a = ngp.run(tiny_model, tiny_splits, cfg, UNLIMITED, ctx)
     b = gd.run(tiny_model, tiny_splits, gd.config(**shared), UNLIMITED, ctx)
     assert _equal(a.model, b.model)
     s = tiny_splits
@@ -102,10 +174,12 @@ class _Recorder(nn.Module):
         return self.inner(x)
 
 
-def test_forget_batches_cycle_through_the_whole_forget_set_reshuffled(tiny_model, tiny_splits, ctx):
+def test_forget_batches_replay_the_first_pass_within_an_epoch(tiny_model, tiny_splits, ctx):
+    """itertools.cycle(forget_loader): the first (shuffled) pass's batches are replayed in the same order until the
+    retain pass ends; the next epoch makes a new cycle, so its first pass is shuffled anew."""
     s = tiny_splits
     m = METHODS.get("neggrad_plus")
-    res = m.run(_Recorder(tiny_model), s, m.config(epochs=1, batch_size=16, forget_batch_size=8), UNLIMITED, ctx)
+    res = m.run(_Recorder(tiny_model), s, m.config(epochs=2, batch_size=16, forget_batch_size=8), UNLIMITED, ctx)
     flat = s.x_forget.flatten(1)
 
     def forget_ids(batch: torch.Tensor) -> list[int] | None:
@@ -113,13 +187,13 @@ def test_forget_batches_cycle_through_the_whole_forget_set_reshuffled(tiny_model
         return hits.float().argmax(dim=1).tolist() if bool(hits.any(dim=1).all()) else None
 
     batches = [ids for ids in map(forget_ids, res.model.seen) if ids is not None]
-    assert len(batches) == res.info["steps"] == 10  # one forget batch per retain batch
-    cycles = [
-        [j for b in batches[i : i + 3] for j in b] for i in (0, 3, 6)
-    ]  # 24 forget points / 8 = 3 batches per cycle
-    for c in cycles:
-        assert sorted(c) == list(range(s.n_forget))
-    assert len({tuple(c) for c in cycles}) > 1  # reshuffled at each cycle
+    assert len(batches) == res.info["steps"] == 20  # one forget batch per retain batch, 10 steps per epoch
+    first, second = batches[:10], batches[10:]
+    for epoch in (first, second):
+        first_pass = epoch[:3]  # 24 forget points / 8 = 3 batches per pass
+        assert sorted(j for b in first_pass for j in b) == list(range(s.n_forget))
+        assert epoch == (first_pass * 4)[:10]  # replayed batch for batch: same points, same order
+    assert first[:3] != second[:3]  # a new cycle (a new shuffle) at each epoch
 
 
 def test_deterministic(tiny_model, tiny_splits, ctx):
@@ -143,10 +217,12 @@ def test_on_epoch_reports_each_epoch(tiny_model, tiny_splits, ctx):
     )
     assert [e for e, _ in seen] == [0, 1]
     v = seen[0][1]
-    assert v["loss"] == pytest.approx(0.95 * v["retain_ce"] - 0.05 * v["forget_ce"], rel=1e-5)
+    assert v["l2"] > 0  # (l2_weight/2)·|theta - theta0|^2, zero only at the first step
+    assert v["loss"] == pytest.approx(0.95 * (v["retain_ce"] + v["l2"]) - 0.05 * v["forget_ce"], rel=1e-5)
 
 
-@pytest.mark.parametrize(("field", "value"), [("beta", 1.5), ("beta", -0.1), ("forget_batch_size", 0), ("lr", -1.0)])
+@pytest.mark.parametrize(("field", "value"), [("beta", 1.5), ("beta", -0.1), ("forget_batch_size", 0), ("lr", -1.0),
+                                              ("l2_weight", -0.1), ("eval_mode", "yes")])
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(UsageError, match=field):
         METHODS.get("neggrad_plus").config(**{field: value})
@@ -156,6 +232,8 @@ def test_defaults_follow_the_reference_and_search_space_is_valid():
     m = METHODS.get("neggrad_plus")
     cfg = m.config()
     assert (cfg.beta, cfg.lr, cfg.optimizer, cfg.epochs) == (0.95, 0.01, "sgd", 10)
+    # plain SGD, the L2 pull (the reference's small-scale weight_decay 0.1) and eval mode, as the SCRUB code
+    assert (cfg.momentum, cfg.weight_decay, cfg.l2_weight, cfg.eval_mode) == (0.0, 0.0, 0.1, True)
 
     class Trial:
         def suggest_float(self, name: str, low: float, high: float, log: bool = False) -> float:

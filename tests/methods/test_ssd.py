@@ -1,4 +1,5 @@
-"""SSD: importance statistic, full = retain ∪ forget, exact dampening, budget, input kept, determinism."""
+"""SSD: importance statistic, full = retain ∪ forget, the authors' batching (batch 128, unshuffled, retain then
+forget) and the shuffled option, exact dampening, budget, input kept, determinism."""
 
 from __future__ import annotations
 
@@ -52,6 +53,82 @@ def test_importance_is_mean_of_squared_batch_mean_gradients_by_hand() -> None:
     assert not torch.allclose(per_example[0], imps[0])
 
 
+def _linear_importance_by_hand(
+    lin: nn.Linear, x: torch.Tensor, y: torch.Tensor, batches: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean over ``batches`` of squared batch-mean CE gradients of a linear softmax model, by hand (no autograd)."""
+    w, b = lin.weight.detach(), lin.bias.detach()
+    exp_w, exp_b = torch.zeros_like(w), torch.zeros_like(b)
+    for idx in batches:
+        xb = x[idx]
+        err = (torch.softmax(xb @ w.T + b, dim=1) - nn.functional.one_hot(y[idx], w.shape[0]).float()) / len(idx)
+        exp_w += (err.T @ xb) ** 2
+        exp_b += err.sum(0) ** 2
+    return exp_w / len(batches), exp_b / len(batches)
+
+
+def test_default_batches_are_contiguous_slices_of_retain_then_forget(ctx: RunContext, monkeypatch) -> None:
+    """The authors' batching: batch 128, no shuffle, full = retain followed by forget, so the last full-set batches
+    hold only poisons. The importances SSD dampens with are the hand-computed ones over exactly those slices."""
+    cfg = METHODS.get("ssd").config()
+    assert (cfg.batch_size, cfg.shuffle) == (128, False)
+    g = torch.Generator().manual_seed(5)
+    n_retain, n_forget = 200, 150  # full: [0:128] retain, [128:256] straddles, [256:350] poisons only
+    y_retain = torch.randint(0, 3, (n_retain,), generator=g)
+    splits = Splits(x_forget=torch.randn(n_forget, 6, generator=g) + 2.0, y_forget=torch.zeros(n_forget).long(),
+                    x_retain=torch.randn(n_retain, 6, generator=g), y_retain=y_retain)
+    model = nn.Linear(6, 3)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(3, 6, generator=g))
+        model.bias.copy_(torch.randn(3, generator=g))
+    x_full = torch.cat([splits.x_retain, splits.x_forget])
+    y_full = torch.cat([splits.y_retain, splits.y_forget])
+    full_slices = [torch.arange(0, 128), torch.arange(128, 256), torch.arange(256, 350)]
+    assert bool((torch.arange(350)[full_slices[-1]] >= n_retain).all())  # the last batch: poisons only
+    full_w, full_b = _linear_importance_by_hand(model, x_full, y_full, full_slices)
+    forget_w, forget_b = _linear_importance_by_hand(model, splits.x_forget, splits.y_forget,
+                                                    [torch.arange(0, 128), torch.arange(128, 150)])
+
+    seen: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
+    real_dampen = ssd_mod.dampen
+
+    def spy(params, full, forget, alpha, dampening):  # type: ignore[no-untyped-def]
+        seen.append(([t.clone() for t in full], [t.clone() for t in forget]))
+        return real_dampen(params, full, forget, alpha, dampening)
+
+    monkeypatch.setattr(ssd_mod, "dampen", spy)
+    m = METHODS.get("ssd")
+    res = m.run(model, splits, cfg, Budget(1.0, 1e6), ctx)
+    assert res.compute_used == n_retain + 2 * n_forget
+    ((full, forget),) = seen
+    torch.testing.assert_close(full[0], full_w, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(full[1], full_b, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(forget[0], forget_w, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(forget[1], forget_b, rtol=1e-5, atol=1e-9)
+    # shuffled batches of the same size give another statistic: the order is part of the method
+    gen = ctx.generator(offset=ssd_mod.FULL_OFFSET)
+    shuffled, _ = ssd_mod.importance(copy.deepcopy(model), x_full, y_full, 128, gen)
+    assert not torch.allclose(shuffled[0], full_w, rtol=1e-3)
+
+
+# Today's numbers of the earlier default (batch 64, shuffled), recorded before the authors' batching became the
+# default: (fixture, alpha) -> (selected elements, sum of the dampened weights).
+SHUFFLED_64 = {("tiny_model", 10.0): (12300, 96.4472187569038), ("tiny_model", 2.0): (32319, 55.04737136159873),
+               ("tiny_cnn", 10.0): (7144, 2.8080813438555197), ("tiny_cnn", 2.0): (12565, 1.1251844321561748)}
+
+
+@pytest.mark.parametrize(("fixture", "alpha"), sorted(SHUFFLED_64))
+def test_shuffle_option_reproduces_the_earlier_default(fixture, alpha, tiny_splits, ctx, request) -> None:
+    model = request.getfixturevalue(fixture)
+    m = METHODS.get("ssd")
+    res = m.run(model, tiny_splits, m.config(alpha=alpha, batch_size=64, shuffle=True), Budget(1.0, 1e6), ctx)
+    selected, total = SHUFFLED_64[(fixture, alpha)]
+    assert res.info["selected"] == selected
+    assert sum(float(p.detach().double().sum()) for p in res.model.parameters()) == pytest.approx(total, rel=1e-9)
+    default = m.run(model, tiny_splits, m.config(alpha=alpha), Budget(1.0, 1e6), ctx)
+    assert default.info["selected"] != selected  # the authors' batching selects otherwise
+
+
 def _two_point_setting() -> tuple[nn.Linear, Splits]:
     """Retain gradient is exactly 0 on weight column 1, forget gradient exactly 0 on column 0.
 
@@ -93,7 +170,7 @@ def test_exactly_selected_elements_dampened_by_exact_factor(
     tiny_model: nn.Module, tiny_splits: Splits, ctx: RunContext, alpha: float, dampening: float
 ) -> None:
     m = METHODS.get("ssd")
-    cfg = m.config(alpha=alpha, dampening=dampening, batch_size=32)
+    cfg = m.config(alpha=alpha, dampening=dampening, batch_size=32, shuffle=True)  # batches from the generators
     res = m.run(tiny_model, tiny_splits, cfg, Budget(1.0, 1e6), ctx)
 
     ref = copy.deepcopy(tiny_model).eval()
@@ -157,7 +234,8 @@ def test_input_unchanged_and_deterministic(tiny_cnn: nn.Module, tiny_splits: Spl
     assert any(not torch.equal(a.model.state_dict()[k], v) for k, v in before.items())
 
 
-@pytest.mark.parametrize(("field", "value"), [("alpha", 0.0), ("dampening", -1.0), ("batch_size", 0)])
+@pytest.mark.parametrize(("field", "value"), [("alpha", 0.0), ("dampening", -1.0), ("batch_size", 0),
+                                              ("shuffle", "yes")])
 def test_config_validation_names_field(field: str, value: float) -> None:
     with pytest.raises(UsageError, match=field):
         METHODS.get("ssd").config(**{field: value})
@@ -165,7 +243,7 @@ def test_config_validation_names_field(field: str, value: float) -> None:
 
 def test_defaults_and_search_space() -> None:
     cfg = METHODS.get("ssd").config()
-    assert (cfg.alpha, cfg.dampening) == (10.0, 1.0)
+    assert (cfg.alpha, cfg.dampening, cfg.batch_size, cfg.shuffle) == (10.0, 1.0, 128, False)
 
     class Trial:
         def __init__(self) -> None:

@@ -102,7 +102,7 @@ class Method:
     run: MethodFn
     search_space: Callable[[Any], dict[str, Any]] | None
     summary: str
-    #: Checks a config against the model it will run on (e.g. EU-k's k against the model's depth) before any work
+    #: Checks a config against the model it will run on (e.g. EU-k's k against the model's units) before any work
     #: starts, raising `UsageError`; called by the entry points on an untrained model of the scenario's architecture.
     check: Callable[[Any, nn.Module], None] = lambda cfg, model: None
     #: The entry point's default budget (fraction of retraining); 1.0 for ``retrain``, a complete retraining.

@@ -63,34 +63,52 @@ def reinitialise(module: nn.Module, seed: int) -> None:
                 reset()
 
 
-def last_k_blocks(model: nn.Module, k: int) -> list[nn.Module]:
-    """The last ``k`` of `model_blocks(model)` (EU-k, CF-k); `UsageError` naming k unless 1 <= k <= blocks."""
-    from ..errors import UsageError
-    from ..models import model_blocks
+#: What k = every unit would make of EU-k and CF-k, and the method to use instead (`last_k_blocks`).
+WHOLE_NETWORK = {
+    "eu_k": "re-initialises every unit of {model}, which is retraining from scratch (use method 'retrain')",
+    "cf_k": "unfreezes every unit of {model}, which is fine-tuning the whole network (use method 'gd', or 'retrain' "
+            "to start from scratch)",
+}
 
-    blocks = model_blocks(model)
-    n = len(blocks)
-    if not 1 <= k <= n:
-        raise UsageError(f"k={k!r} is out of range for a model with {n} blocks; valid: 1..{n}")
-    return blocks[n - k:]
+
+def last_k_blocks(model: nn.Module, k: int, method: str = "eu_k") -> list[nn.Module]:
+    """The modules of the last ``k`` units of ``model`` (`models.last_k_units`; EU-k, CF-k), in forward order.
+
+    Valid: 1 <= k <= `models.max_k` (units - 1: at least one unit stays frozen). Anything else raises a one-line
+    `UsageError` naming k, the model and the valid range; k = every unit also says which method that would be.
+    """
+    from ..errors import UsageError
+    from ..models import last_k_units, max_k, model_name, model_units
+
+    name, top, n = model_name(model), max_k(model), len(model_units(model))
+    if top < 1:
+        raise UsageError(f"{method} does not apply to {name}: it has a single unit (k would re-initialise or unfreeze "
+                         f"the whole network; use method 'retrain' or 'gd')")
+    if k == n:
+        raise UsageError(f"k={k!r} {WHOLE_NETWORK.get(method, WHOLE_NETWORK['eu_k']).format(model=name)}; "
+                         f"valid: 1..{top}")
+    if not 1 <= k <= top:
+        raise UsageError(f"k={k!r} is out of range for {name} ({n} units); valid: 1..{top}")
+    return last_k_units(model, k)
 
 
 class OnlyLastKTrainable:
-    """``with OnlyLastKTrainable(model, k) as last:`` only the last ``k`` blocks of ``model`` train.
+    """``with OnlyLastKTrainable(model, k) as last:`` only the last ``k`` units of ``model`` train.
 
-    Shared by EU-k and CF-k. ``k`` is validated on construction (`last_k_blocks`), before anything changes.
-    Inside the block every parameter outside the last k blocks has ``requires_grad=False``, so `trainable`
-    (and an optimizer built on it, with its weight decay and momentum) never sees it, and the last k blocks'
+    Shared by EU-k and CF-k; a unit is a group of blocks (`models.model_units`: k = 1 is the last feature stage
+    with the classifier head). ``k`` is validated on construction (`last_k_blocks`), before anything changes.
+    Inside the block every parameter outside the last k units has ``requires_grad=False``, so `trainable`
+    (and an optimizer built on it, with its weight decay and momentum) never sees it, and the last k units'
     parameters have ``requires_grad=True``. The frozen blocks are also put in eval mode before each of their
     forwards, so their BatchNorm running statistics stay put and their dropout is off: the frozen part is a
     fixed feature extractor, bit-identical in its whole state. On exit the original ``requires_grad`` flags
     are restored and the hooks removed, so the model trains like any other afterwards.
     """
 
-    def __init__(self, model: nn.Module, k: int) -> None:
+    def __init__(self, model: nn.Module, k: int, method: str = "eu_k") -> None:
         from ..models import model_blocks
 
-        self.last = last_k_blocks(model, k)
+        self.last = last_k_blocks(model, k, method)
         last_ids = {id(b) for b in self.last}
         self.frozen = [b for b in model_blocks(model) if id(b) not in last_ids]
         self.keep = {id(p) for b in self.last for p in b.parameters()}

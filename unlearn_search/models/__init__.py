@@ -2,7 +2,8 @@
 
 `ModelSpec` is everything needed to rebuild an architecture (name, input shape, classes); with a state dict it
 reloads a trainable module without unpickling code. Every model exposes its ordered blocks (input to output)
-through `model_blocks`, which EU-k and CF-k use to pick "the last k".
+through `model_blocks`, and its *units* through `model_units`: the unit of EU-k's and CF-k's k, grouped so that
+k = 1 is always "the last feature stage together with the classifier head" (`last_k_units`, `max_k`).
 """
 
 from __future__ import annotations
@@ -55,8 +56,11 @@ def create_model(spec: ModelSpec, seed: int) -> nn.Module:
         if spec.name.startswith(TIMM_PREFIX):
             from .timm_models import create_timm
 
-            return create_timm(spec.name[len(TIMM_PREFIX):], spec.input_shape, spec.n_classes)
-        return MODELS.get(spec.name)(spec.input_shape, spec.n_classes)
+            model = create_timm(spec.name[len(TIMM_PREFIX):], spec.input_shape, spec.n_classes)
+        else:
+            model = MODELS.get(spec.name)(spec.input_shape, spec.n_classes)
+    model.__dict__["registered_name"] = spec.name  # a plain attribute, not in the state dict: names it in messages
+    return model
 
 
 def load_model(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> nn.Module:
@@ -67,18 +71,102 @@ def load_model(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> nn.Modul
 
 
 def model_blocks(model: nn.Module) -> list[nn.Module]:
-    """The model's blocks in forward order; ``blocks[-k:]`` are "the last k" of EU-k / CF-k.
+    """The model's blocks in forward order (EU-k's and CF-k's k counts `model_units`, groups of these).
 
-    Our own models define ``blocks`` (an `nn.ModuleList`); for other modules (timm) the top-level children that
-    hold parameters are the blocks (for a ResNet: stem conv, stem norm, layer1..layer4, classifier).
+    Our own models (`BlockNet`) define ``blocks``; for other modules (timm) the top-level children that hold
+    parameters are the blocks (for a ResNet: stem conv, stem norm, layer1..layer4, classifier). A timm model's
+    own ``blocks`` attribute (a ViT's transformer blocks) is one of its children, not its list of blocks.
     """
-    blocks = getattr(model, "blocks", None)
-    if isinstance(blocks, nn.ModuleList):
-        return list(blocks)
-    return [m for m in model.children() if next(m.parameters(), None) is not None]
+    from .small import BlockNet
+
+    if isinstance(model, BlockNet):
+        return list(model.blocks)
+    return [m for m in model.children() if _has_params(m)]
+
+
+def model_units(model: nn.Module) -> list[list[nn.Module]]:
+    """The units of EU-k's and CF-k's k, in forward order: ``units[-k:]`` are "the last k".
+
+    The last unit is always the last feature stage together with the classifier head, so k = 1 means the same on
+    every model; only blocks that hold parameters belong to a unit. Per model:
+
+    - ``mlp``: [Flatten-Linear-ReLU], [Linear-ReLU + Linear head]; ``cnn``: [conv block 1], [conv block 2 + head]:
+      two units, k = 1 only;
+    - ``linear``: one unit (its single Linear layer): EU-k and CF-k do not apply;
+    - ``resnet18_cifar``: [stem + layer1], [layer2], [layer3], [layer4 + head (pool, linear)]: k = 1 is layer4 and
+      the head, k = 2 adds layer3, k = 3 adds layer2 (the stem is never a unit of its own);
+    - other modules (``timm:<name>``): the top-level children that hold parameters, grouped: the classifier (the
+      last one) joins the last composite child before it (a child with parametrised submodules, e.g. a residual
+      stage), together with any single layers in between (a final norm); single layers before the first
+      composite child (a stem such as conv1 + bn1) join it. ``timm:resnet18``: [conv1, bn1, layer1], [layer2],
+      [layer3], [layer4, fc], as ``resnet18_cifar``. Parameters owned by the model itself (a ViT's ``cls_token``
+      and ``pos_embed``) belong to no unit, so they always stay frozen.
+
+    A `BlockNet` may declare its grouping as ``unit_sizes`` (blocks per unit); otherwise the rule above applies
+    to its parametrised blocks.
+    """
+    blocks = [b for b in model_blocks(model) if _has_params(b)]
+    sizes = getattr(model, "unit_sizes", None)
+    if sizes is not None:
+        if sum(sizes) != len(blocks):
+            raise ValueError(f"unit_sizes {sizes} do not cover the model's {len(blocks)} parametrised blocks")
+        out, start = [], 0
+        for size in sizes:
+            out.append(blocks[start:start + size])
+            start += size
+        return out
+    n = len(blocks)
+    if n <= 1:
+        return [blocks]
+    composite = [i for i in range(n - 1) if _is_composite(blocks[i])]
+    head = composite[-1] if composite else n - 2  # the last feature block: the classifier goes with it
+    rest = blocks[:head]
+    first = next((i for i, b in enumerate(rest) if _is_composite(b)), None)
+    if first is None:  # only single layers before the last stage: one stem unit (or none)
+        stem_and_middle = [rest] if rest else []
+    else:
+        stem_and_middle = [rest[:first + 1]] + [[b] for b in rest[first + 1:]]
+    return [*stem_and_middle, blocks[head:]]
+
+
+def max_k(model: nn.Module) -> int:
+    """The largest valid k of EU-k / CF-k: units - 1, so at least one unit always stays frozen (0: none valid)."""
+    return len(model_units(model)) - 1
+
+
+def last_k_units(model: nn.Module, k: int) -> list[nn.Module]:
+    """The modules of the last ``k`` units (`model_units`), in forward order; k is not checked here (see
+    `methods._loop.last_k_blocks`)."""
+    units = model_units(model)
+    return [m for unit in units[len(units) - k:] for m in unit] if k > 0 else []
+
+
+def model_name(model: nn.Module) -> str:
+    """The registered name a model was built under (``create_model``), else its class name."""
+    return str(getattr(model, "registered_name", type(model).__name__))
+
+
+def _has_params(module: nn.Module) -> bool:
+    return next(module.parameters(), None) is not None
+
+
+def _is_composite(module: nn.Module) -> bool:
+    """A block with parametrised submodules (a stage, a residual block), not a single layer (conv, norm, linear)."""
+    return any(_has_params(c) for c in module.children())
 
 
 from . import resnet_cifar as _resnet_cifar  # noqa: E402,F401  (registers "resnet18_cifar")
 from . import small as _small  # noqa: E402,F401  (registers "mlp", "cnn")
 
-__all__ = ["MODELS", "ModelSpec", "check_model_name", "create_model", "load_model", "model_blocks"]
+__all__ = [
+    "MODELS",
+    "ModelSpec",
+    "check_model_name",
+    "create_model",
+    "last_k_units",
+    "load_model",
+    "max_k",
+    "model_blocks",
+    "model_name",
+    "model_units",
+]

@@ -6,8 +6,10 @@ ImageNet ResNet-18 (BasicBlocks [2, 2, 2, 2], widths 64-128-256-512, global aver
 layer1 and reaches 4x4 in layer4. 11,173,962 parameters with 3 input channels and 10 classes.
 
 Built from timm's ResNet (its BasicBlock, batch norm, init), only the stem swapped; ``zero_init_last=False``: the
-last batch norm of each residual branch starts at weight 1, as in the standard CIFAR recipe. The blocks, for EU-k /
-CF-k: stem (conv, bn, relu), layer1, layer2, layer3, layer4, head (pool, linear).
+last batch norm of each residual branch starts at weight 1, as in the standard CIFAR recipe. The blocks: stem (conv,
+bn, relu), layer1, layer2, layer3, layer4, head (pool, linear). EU-k's and CF-k's units (`model_units`) group them
+as [stem + layer1], [layer2], [layer3], [layer4 + head]: k = 1 is layer4 with the head (the reference's last block),
+k = 2 adds layer3, k = 3 adds layer2; k = 4 would be the whole network (refused: that is retraining / GD).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from torch import nn
 from . import MODELS
 from .small import BlockNet
 
+#: Blocks per unit of EU-k / CF-k: [stem, layer1], [layer2], [layer3], [layer4, head].
+UNIT_SIZES = (2, 1, 1, 2)
+
 
 @MODELS.register("resnet18_cifar")
 def resnet18_cifar(input_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
@@ -31,4 +36,5 @@ def resnet18_cifar(input_shape: tuple[int, int, int], n_classes: int) -> nn.Modu
         nn.Sequential(conv, net.bn1, net.act1),  # no max-pool
         net.layer1, net.layer2, net.layer3, net.layer4,
         nn.Sequential(net.global_pool, net.fc),  # (B, 512, h, w) -> (B, 512) -> (B, n_classes)
-    ])
+    ], unit_sizes=UNIT_SIZES)
+

@@ -15,11 +15,16 @@ from . import MODELS
 
 
 class BlockNet(nn.Module):
-    """A sequential network whose ``blocks`` are the unit of EU-k / CF-k."""
+    """A sequential network of ``blocks``; EU-k's and CF-k's unit is a group of them (`model_units`).
 
-    def __init__(self, blocks: list[nn.Module]) -> None:
+    ``unit_sizes`` (blocks per unit, in order) declares the grouping where the default rule of `model_units` does
+    not fit (a ResNet's stem joins layer1); it is a plain attribute, not part of the state dict.
+    """
+
+    def __init__(self, blocks: list[nn.Module], unit_sizes: tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
+        self.unit_sizes = unit_sizes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
@@ -29,7 +34,8 @@ class BlockNet(nn.Module):
 
 @MODELS.register("mlp")
 def mlp(input_shape: tuple[int, int, int], n_classes: int, hidden: int = 256) -> nn.Module:
-    """Flatten -> [Linear-ReLU] x 2 -> Linear. Three blocks."""
+    """Flatten -> [Linear-ReLU] x 2 -> Linear. Three blocks, two units: k = 1 (the only valid k of EU-k / CF-k) is
+    the second Linear-ReLU with the Linear head."""
     d_in = math.prod(input_shape)
     return BlockNet([
         nn.Sequential(nn.Flatten(), nn.Linear(d_in, hidden), nn.ReLU()),
@@ -40,7 +46,8 @@ def mlp(input_shape: tuple[int, int, int], n_classes: int, hidden: int = 256) ->
 
 @MODELS.register("cnn")
 def cnn(input_shape: tuple[int, int, int], n_classes: int, width: int = 32) -> nn.Module:
-    """Two conv blocks (3x3 conv, ReLU, 2x2 max-pool), then a linear head. Three blocks."""
+    """Two conv blocks (3x3 conv, ReLU, 2x2 max-pool), then a linear head. Three blocks, two units: k = 1 (the only
+    valid k of EU-k / CF-k) is the second conv block with the head."""
     c, h, w = input_shape
     feat = 2 * width * (h // 4) * (w // 4)
     return BlockNet([
@@ -52,7 +59,8 @@ def cnn(input_shape: tuple[int, int, int], n_classes: int, width: int = 32) -> n
 
 @MODELS.register("linear")
 def linear(input_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
-    """Multinomial logistic regression: Flatten -> Linear. Two blocks (the flatten holds no parameters).
+    """Multinomial logistic regression: Flatten -> Linear. Two blocks (the flatten holds no parameters), one unit:
+    EU-k and CF-k do not apply (nothing could stay frozen).
 
     Convex in its parameters, so a poisoned training set whose loss is stationary at a target parameter steers
     training there: the setting Gradient Canceling targets (PAPER.md 3.3; the attack is work in progress, docs/wip).
