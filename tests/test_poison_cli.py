@@ -75,9 +75,15 @@ def test_poison_registers_both_references_then_reuses_them(mlflow_store, monkeyp
         (["--eps", "0"], "eps=0.0 is out of range; valid: (0, inf)"),
         (["--eps", "-1"], "eps=-1.0 is out of range"),
         (["--train-optimizer", "lbfgs"], "unknown optimizer 'lbfgs'; valid: adam, sgd"),
+        # data problems are found before any run starts (no poison-<hash> run is created for bad input)
+        (["--dataset", "npz:junk.npz"], "npz:junk.npz: not a .npz file (not a zip archive)"),
+        (["--attack", "backdoor", "--attack-params", "patch_size=9"],
+         "patch_size=9 is larger than the (8, 8) images"),
+        (["--attack", "backdoor", "--attack-params", "target_class=10"], "target_class=10 is out of range; valid: 0..9"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(mlflow_store, capsys, argv, needle):
+    Path("junk.npz").write_text("not an archive")
     assert cli.main(["poison", *argv]) == 2
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and needle in err

@@ -88,20 +88,24 @@ def _given(value: Any, preset_value: Any) -> Any:
     return preset_value if value is None or value == "default" else value
 
 
-def _prepare(a: argparse.Namespace) -> tuple[Any, Any]:
-    """Validate the scenario and pick the device before anything is written."""
+def _prepare(a: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """Validate the scenario, its data and the device before anything is written: (config, run context, data)."""
     from .context import RunContext, select_device
+    from .data import load_dataset
 
     cfg = scenario_from_args(a)
     ctx = RunContext(seed=cfg.seed, device=select_device(a.device))
-    return cfg, ctx
+    # the data too: a malformed file or an attack parameter the data cannot take fails here, before any run exists
+    data = load_dataset(cfg.dataset)
+    cfg.make_attack().check_data(data)
+    return cfg, ctx, data
 
 
 def cmd_poison(a: argparse.Namespace) -> int:
     from . import tracking
     from .store import ROLES, ensure_references
 
-    cfg, ctx = _prepare(a)
+    cfg, ctx, _ = _prepare(a)
     tracking.configure(a.experiment)
     with tracking.run(f"poison-{cfg.hash[:8]}", tags={"entry_point": "poison", "scenario_hash": cfg.hash}):
         tracking.log_params(cfg.to_flat())
@@ -128,11 +132,9 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
     mcfg = method.config(**cfg_params)
     Budget(a.budget, 1.0)  # validates the fraction up front
     _check_tolerance(a.utility_tolerance)
-    cfg, ctx = _prepare(a)
-    from .data import load_dataset
+    cfg, ctx, data = _prepare(a)
     from .models import ModelSpec, create_model
 
-    data = load_dataset(cfg.dataset)
     method.check(mcfg, create_model(ModelSpec(cfg.model, data.input_shape, data.n_classes), seed=0))
     tracking.configure(a.experiment)
     tags = {"entry_point": "unlearn", "method": method.name, "scenario_hash": cfg.hash}
@@ -187,7 +189,7 @@ def cmd_tune(a: argparse.Namespace) -> int:
     check_range("sampler_seed", seed, low=0, high=SEED_MAX)
     tc = TuneConfig(method=a.method, n_trials=a.n_trials, timeout=a.timeout, budget_max=a.budget_max, seed=seed,
                     storage=a.storage, study_name=a.study_name, utility_tolerance=a.utility_tolerance, mode=a.mode)
-    cfg, ctx = _prepare(a)
+    cfg, ctx, _ = _prepare(a)
     _warn_literal_secret(tc.storage)
     connect_storage(tc.storage)  # before any MLflow run exists, so a bad URL creates nothing
     run_tune(tc, cfg, ctx, a.experiment)
@@ -213,7 +215,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
     check_range("seeds", seeds, low=1)
     # one scenario per attack, every one validated before anything runs (--attack only matters without --attacks)
     prepared = [_prepare(argparse.Namespace(**{**vars(a), "attack": attack})) for attack in attacks]
-    bases, ctx = [cfg for cfg, _ in prepared], prepared[0][1]
+    bases, ctx = [cfg for cfg, _, _ in prepared], prepared[0][1]
     _warn_literal_secret(template.storage)
     connect_storage(template.storage)
     run_compare_attacks(methods, bases, seeds, levels, template, ctx, a.experiment)

@@ -109,6 +109,11 @@ class Attack(ABC):
         scenario is configured, before anything runs); most attacks work against any."""
         return None
 
+    def check_data(self, data: Dataset) -> None:
+        """Raise `UsageError` if the attack's parameters cannot apply to ``data`` (e.g. a trigger larger than the
+        images); the command line calls it before any run starts. Most attacks fit any data."""
+        return None
+
     @abstractmethod
     def craft(self, data: Dataset, ctx: RunContext, victim: Victim | None = None) -> Poisoning:
         """Build the poisons from the clean training set; model-aware attacks require ``victim``."""

@@ -53,14 +53,14 @@ class BackdoorPoisoning(SuccessCountAttack):
     columns = (("backdoor_asr", "backdoor ASR"),)
     cfg: BackdoorConfig
 
-    def _check(self, data: Dataset) -> None:
+    def check_data(self, data: Dataset) -> None:
         if self.cfg.target_class >= data.n_classes:
             raise UsageError(f"target_class={self.cfg.target_class} is out of range; valid: 0..{data.n_classes - 1}")
         if self.cfg.patch_size > min(data.input_shape[1:]):
             raise UsageError(f"patch_size={self.cfg.patch_size} is larger than the {data.input_shape[1:]} images")
 
     def craft(self, data: Dataset, ctx: RunContext, victim: Victim | None = None) -> Poisoning:
-        self._check(data)
+        self.check_data(data)
         candidates = torch.nonzero(data.y_train != self.cfg.target_class).flatten()
         k = round(self.cfg.poison_fraction * len(data.x_train))
         if not 1 <= k <= len(candidates):
