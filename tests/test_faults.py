@@ -116,3 +116,21 @@ def test_interrupt_or_terminate_is_one_line_a_killed_run_and_a_failed_trial(stor
     r = subprocess.run(_tune(name, 1), cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]  # resumable
     _assert_whole(root, name)
+
+
+def test_under_mlflow_run_a_failed_run_says_why(tmp_path):
+    """`mlflow run` creates the run before our process starts and ends it FAILED on a non-zero exit, without a
+    reason; the tool tags it with its one-line error. (mlflow run itself exits 1 whatever our status was.)"""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("MLFLOW_RUN_ID", None)
+    r = subprocess.run([str(Path(sys.executable).parent / "mlflow"), "run", str(root), "-e", "gd", "-P", "lr=-inf",
+                        "--env-manager", "local", "--experiment-name", "faults"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    assert "error: lr=-inf is out of range; valid: a finite number in (0, inf)" in r.stderr
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name("faults").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == "error: lr=-inf is out of range; valid: a finite number in (0, inf)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -420,8 +421,6 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import os
-
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep our progress lines readable
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
@@ -442,24 +441,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(f"error: {e}", 2)
     except Terminated:
-        print("terminated (SIGTERM): the run is marked KILLED and the study can be resumed", file=sys.stderr)
-        return 143
+        return _fail("terminated (SIGTERM): the run is marked KILLED and the study can be resumed", 143)
     except KeyboardInterrupt:
-        print("interrupted: the run is marked KILLED and the study can be resumed", file=sys.stderr)
-        return 130
+        return _fail("interrupted: the run is marked KILLED and the study can be resumed", 130)
     except Exception as e:
         from .unlearning import Diverged
 
         if isinstance(e, Diverged):  # a legitimate outcome of an aggressive setting, not a crash
-            print(f"error: {e}; try a smaller lr or budget", file=sys.stderr)
-            return 1
+            return _fail(f"error: {e}; try a smaller lr or budget", 1)
+        _fail(f"error: {type(e).__name__}: {' '.join(str(e).split())}", 1)
         raise
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _fail(line: str, code: int) -> int:
+    """Say why in one line on stderr and, under ``mlflow run``, on the launcher's run (tag ``error``)."""
+    print(line, file=sys.stderr)
+    if os.environ.get("MLFLOW_RUN_ID"):
+        from . import tracking
+
+        tracking.tag_launcher_run(line)
+    return code
 
 
 class Terminated(KeyboardInterrupt):

@@ -320,3 +320,16 @@ def end_run_as(run_id: str, status: str, reason: str) -> None:
 
 def delete_version(role: str, version: str) -> None:
     MlflowClient().delete_model_version(registered_name(role), version)
+
+
+def tag_launcher_run(reason: str) -> None:
+    """Under ``mlflow run`` the run exists before this process starts (``MLFLOW_RUN_ID``), and MLflow ends it FAILED
+    when the process fails, without a reason: give it the one-line reason as tag ``error``. Best effort: the store
+    may be what failed."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    with contextlib.suppress(Exception):
+        client = MlflowClient()
+        if "error" not in client.get_run(run_id).data.tags:  # a run that ended itself already said why
+            client.set_tag(run_id, "error", reason[:500])
