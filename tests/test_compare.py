@@ -220,6 +220,10 @@ def test_compare_runs_the_presets_number_of_seeds_by_default(monkeypatch, preset
     seen = {}
     monkeypatch.setattr(compare, "run_compare_attacks", lambda methods, bases, seeds, *a: seen.setdefault("n", seeds))
     monkeypatch.setattr("unlearn_search.search.connect_storage", lambda url: None)
+    from unlearn_search import data
+
+    digits = data.load_dataset("digits")
+    monkeypatch.setattr(data, "load_dataset", lambda name: digits)  # no CIFAR-10 here; only the default matters
     assert cli.main(["compare", "--preset", preset]) == 0
     assert seen["n"] == expected
     assert cli.main(["compare", "--preset", preset, "--seeds", "2"]) == 0 and seen["n"] == expected  # setdefault

@@ -124,7 +124,8 @@ def test_under_mlflow_run_a_failed_run_says_why(tmp_path):
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("MLFLOW_RUN_ID", None)
+    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(leaked, None)
     r = subprocess.run([str(Path(sys.executable).parent / "mlflow"), "run", str(root), "-e", "gd", "-P", "lr=-inf",
                         "--env-manager", "local", "--experiment-name", "faults"], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=300)
@@ -134,3 +135,52 @@ def test_under_mlflow_run_a_failed_run_says_why(tmp_path):
     (run,) = client.search_runs([client.get_experiment_by_name("faults").experiment_id])
     assert run.info.status == "FAILED"
     assert run.data.tags["error"] == "error: lr=-inf is out of range; valid: a finite number in (0, inf)"
+
+
+def _versions(uri: str, role: str) -> list:
+    client = MlflowClient(uri)
+    try:
+        return client.search_model_versions(f"name = 'unlearn_search.{role}'")
+    except Exception:  # no such registered model yet
+        return []
+
+
+def test_two_poison_processes_on_a_fresh_store_train_the_scenario_once(tmp_path):
+    """Started together on an empty store: the schema race is absorbed (no 'cannot be reached'), one process trains
+    and registers the scenario, the other waits for it and reuses it."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_RUN_ID", None)
+    procs = [subprocess.Popen([*BASE, "poison", *FAST], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-1500:] for _, err in outs]
+    assert sorted("(reused)" in out for out, _ in outs) == [False, True]
+    for role in ("poisoned", "retrain"):
+        assert len(_versions(uri, role)) == 1, role
+
+
+def test_a_scenario_that_fails_while_registering_leaves_no_version(mlflow_store, monkeypatch, capsys):
+    """The disk fills up while the retrained model is logged: the poisoned model registered a moment before is
+    removed again, the run ends FAILED with the reason, and the next attempt builds one complete pair."""
+    from unlearn_search import cli, tracking
+
+    real, calls = tracking.log_model, []
+
+    def full_disk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tracking, "log_model", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        cli.main(["poison", *FAST])
+    assert _versions(mlflow_store, "poisoned") == [] and _versions(mlflow_store, "retrain") == []
+    client = MlflowClient(mlflow_store)
+    (run,) = [r for r in client.search_runs([client.get_experiment_by_name("unlearn_search").experiment_id])
+              if r.info.run_name.startswith("poison-")]
+    assert run.info.status == "FAILED" and "No space left on device" in run.data.tags["error"]
+    monkeypatch.setattr(tracking, "log_model", real)
+    assert cli.main(["poison", *FAST]) == 0
+    assert len(_versions(mlflow_store, "poisoned")) == 1 and len(_versions(mlflow_store, "retrain")) == 1

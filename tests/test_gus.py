@@ -63,6 +63,36 @@ def test_input_gradients_leave_model_untouched():
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
+def _deepcopy_reference(model, x, y, dtype=torch.float64):
+    """input_gradients as first written: on a deep copy of the model cast to ``dtype``, in eval mode."""
+    import copy
+
+    work = copy.deepcopy(model).to(dtype=dtype).eval()
+    xb = x.to(dtype=dtype).requires_grad_(True)
+    (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(work(xb), y, reduction="sum"), xb)
+    return g
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "bn"])
+def test_functional_gradients_equal_a_deep_copys_bit_for_bit(name):
+    """No deep copy per call, same numbers: BatchNorm (running statistics as buffers, cast too) and dropout (off in
+    eval mode) included; the model's own modes and dtypes are left as they were."""
+    torch.manual_seed(0)
+    if name == "bn":
+        model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                    torch.nn.Dropout(0.5), torch.nn.Flatten(), torch.nn.Linear(4 * 64, 10))
+        model.train()(torch.rand(16, 1, 8, 8))  # non-trivial running statistics
+    else:
+        model = create_model(ModelSpec(name, (1, 8, 8), 10), seed=3)
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(37, 1, 8, 8, generator=g), torch.randint(0, 10, (37,), generator=g)
+    for dtype in (torch.float64, torch.float32):
+        assert torch.equal(input_gradients(model, x, y, DEV, dtype=dtype), _deepcopy_reference(model, x, y, dtype))
+    assert all(m.training for m in model.modules())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
 def _trained_on(noise_scale: float, use_noise: bool):
     """An MLP trained on digits-like random data where 200 points carry noise; returns stats on those points."""
     g = torch.Generator().manual_seed(1)

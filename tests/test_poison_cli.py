@@ -79,7 +79,8 @@ def test_poison_registers_both_references_then_reuses_them(mlflow_store, monkeyp
         (["--dataset", "npz:junk.npz"], "npz:junk.npz: not a .npz file (not a zip archive)"),
         (["--attack", "backdoor", "--attack-params", "patch_size=9"],
          "patch_size=9 is larger than the (8, 8) images"),
-        (["--attack", "backdoor", "--attack-params", "target_class=10"], "target_class=10 is out of range; valid: 0..9"),
+        (["--attack", "backdoor", "--attack-params", "target_class=10"],
+         "target_class=10 is out of range; valid: 0..9"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(mlflow_store, capsys, argv, needle):

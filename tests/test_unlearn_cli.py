@@ -47,8 +47,15 @@ def test_unlearn_on_a_fresh_store_builds_the_scenario_logs_and_registers(mlflow_
         (["--method", "gd", "--budget", "1.5"], "budget=1.5 is out of range; valid: (0, 1]"),
         (["--method", "gd", "--alpha", "1"], "unrecognized arguments: --alpha"),
         (["--method", "scrub", "--temperature", "0"], "temperature"),
-        (["--method", "eu_k", "--k", "4"], "k=4 is out of range for a model with 3 blocks; valid: 1..3"),
+        (["--method", "eu_k", "--k", "4"], "k=4 is out of range for mlp (2 units); valid: 1..1"),
+        (["--method", "eu_k", "--k", "2"], "k=2 re-initialises every unit of mlp, which is retraining from scratch "
+                                           "(use method 'retrain'); valid: 1..1"),
         (["--method", "cf_k", "--k", "0"], "k=0 is out of range"),
+        (["--method", "gd", "--lr", "inf"], "lr=inf is out of range; valid: a finite number in (0, inf)"),
+        (["--method", "gd", "--lr", "nan"], "lr=nan is out of range"),
+        (["--method", "gd", "--seed", "100000000000000000000"],
+         "seed=100000000000000000000 is out of range; valid: [0, 4294967295]"),
+        (["--method", "gd", "--seed", "-1"], "seed=-1 is out of range; valid: [0, 4294967295]"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(mlflow_store, capsys, cli_exit, argv, needle):
@@ -80,3 +87,35 @@ def test_the_retrain_method_never_replaces_the_retrained_reference(mlflow_store,
     refs = MlflowClient().search_model_versions(f"name = '{tracking.registered_name('retrain')}'")
     assert len(refs) == 1 and refs[0].tags["role"] == "retrain"
     assert MlflowClient().search_model_versions("name = 'unlearn_search.unlearned.retrain'")
+
+
+def test_mlproject_passes_negative_values_to_the_option_they_belong_to(mlflow_store, capsys, cli_exit):
+    """MLflow substitutes -P values into the entry point's command; `--lr {lr}` made -P lr=-inf read as a flag
+    ("expected one argument"). With `--lr={lr}` the value reaches lr's own check."""
+    import shlex
+
+    import yaml
+
+    command = yaml.safe_load((Path(__file__).parents[1] / "MLproject").read_text())["entry_points"]["gd"]["command"]
+    assert "--lr={lr}" in command
+    argv = shlex.split(command.replace("{lr}", shlex.quote("-inf")))
+    argv = [a if "{" not in a else a.split("=")[0] + "=default" for a in argv]  # other parameters: defaults
+    argv = [a for a in argv[3:] if not a.endswith("=default") or a.split("=")[0] in ("--dataset", "--model")]
+    assert cli_exit(argv) == 2
+    assert "lr=-inf is out of range; valid: a finite number in (0, inf)" in capsys.readouterr().err
+
+
+def test_a_collapsed_model_says_utility_was_lost(mlflow_store, capsys):
+    """gd with lr 50 wrecks the model (test accuracy 0.1); its removal looks large (> 1), but the printed summary says
+    that it does not count."""
+    assert cli.main(["unlearn", "--method", "gd", "--lr", "50", "--budget", "0.05", "--register", "false", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "UTILITY LOST: test accuracy" in out and "so the removal does not count" in out
+
+
+def test_a_model_whose_outputs_overflow_is_a_divergence_not_a_crash(mlflow_store, capsys):
+    """lr 1e6 leaves finite weights whose outputs overflow: the MIA's losses are NaN. It used to crash in scoring;
+    now it is the one-line divergence error (exit 1)."""
+    code = cli.main(["unlearn", "--method", "gd", "--lr", "1e6", "--budget", "0.05", "--register", "false", *FAST])
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # before it: MLflow's own registration messages
+    assert code == 1 and last.startswith("error: gd diverged (finite weights, but") and "overflow" in last, last

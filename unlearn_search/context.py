@@ -8,18 +8,31 @@ import torch
 
 from .errors import UsageError
 
+#: The device the last `select_device` call picked (the process's device, as the CLI chooses it once per command);
+#: None before any. Read by the provenance tags of tracking runs (`selected_device`).
+_selected: list[torch.device] = []
+
 
 def select_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present, else CPU; ``cpu``/``cuda``/``cuda:N`` are taken as given."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} requested but CUDA is not available; valid here: auto, cpu")
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise UsageError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"device {name!r} requested but CUDA is not available; valid here: auto, cpu")
+    _selected[:] = [device]
     return device
+
+
+def selected_device() -> torch.device:
+    """The device the last `select_device` call picked, or what ``auto`` would pick if none was selected yet."""
+    if _selected:
+        return _selected[0]
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from .compute import retrain_cost
 from .context import RunContext
 from .data import Dataset, check_dataset_name, dataset_fingerprint, load_dataset
 from .errors import check_range
-from .metrics import loss_mia, per_sample_loss
+from .metrics import loss_mia
 from .models import ModelSpec, check_model_name, create_model
-from .training import TrainConfig, accuracy, train
+from .training import TrainConfig, accuracy, accuracy_and_losses, train
 
 log = logging.getLogger(__name__)
 
@@ -145,12 +145,11 @@ def evaluate_with_scores(model: nn.Module, scenario: Scenario, ctx: RunContext) 
     xr, yr = scenario.retain
     xf, yf = scenario.forget
     d = scenario.data
-    metrics = {
-        "test_acc": accuracy(model, d.x_test, d.y_test, dev),
-        "retain_acc": accuracy(model, xr, yr, dev),
-        "forget_acc": accuracy(model, xf, yf, dev),
-    }
-    metrics.update(loss_mia(per_sample_loss(model, xf, yf, dev), per_sample_loss(model, d.x_test, d.y_test, dev)))
+    # test and forget: accuracy and the MIA's per-sample losses from the same forward pass (same numbers)
+    test_acc, test_loss = accuracy_and_losses(model, d.x_test, d.y_test, dev)
+    forget_acc, forget_loss = accuracy_and_losses(model, xf, yf, dev)
+    metrics = {"test_acc": test_acc, "retain_acc": accuracy(model, xr, yr, dev), "forget_acc": forget_acc}
+    metrics.update(loss_mia(forget_loss, test_loss))
     attack_metrics, scores = scenario.attack.evaluate_with_scores(model, d, scenario.poisoning, ctx)
     metrics.update(attack_metrics)
     return metrics, scores

@@ -190,3 +190,32 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
     if len(x) == 0:
         return float("nan")
     return float((predict_logits(model, x, device).argmax(1) == y.cpu()).float().mean())
+
+
+@torch.no_grad()
+def accuracy_and_losses(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch_size: int = 1024
+) -> tuple[float, torch.Tensor]:
+    """`accuracy` and `metrics.per_sample_loss` of ``(x, y)`` from one forward pass per batch instead of two.
+
+    The same batches (both use 1,024) give the same logits, so both numbers are exactly what the two functions
+    return; the loss is taken on the model's own output dtype (as `per_sample_loss`), the prediction on its float
+    copy (as `predict_logits`).
+    """
+    model.eval()
+    model.to(device)
+    correct, losses = [], []
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
+        out = model(xb.to(device))
+        correct.append(out.float().cpu().argmax(1) == yb.cpu())
+        losses.append(F.cross_entropy(out, yb.to(device), reduction="none").float().cpu())
+    if not correct:
+        return float("nan"), torch.empty(0)
+    loss = torch.cat(losses)
+    if not bool(torch.isfinite(loss).all()):
+        raise NonFiniteOutputs(f"{int((~torch.isfinite(loss)).sum())} of {len(loss)} losses are not finite")
+    return float(torch.cat(correct).float().mean()), loss
+
+
+class NonFiniteOutputs(RuntimeError):
+    """A model with finite weights whose outputs overflow (a collapsed model): it cannot be scored."""

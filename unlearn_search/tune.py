@@ -122,7 +122,8 @@ def run_tune(
             if n_run:
                 study.optimize(objective, n_trials=n_run, timeout=tc.timeout or None, catch=(Exception,))
         except BaseException:  # interrupted (Optuna has failed the trial): give that trial its child run too
-            reconcile(study, writer, mine_only=True)
+            writer.flush()  # the trials this process finished have their child runs queued: let them land first
+            reconcile(study, writer)
             raise
         finally:
             writer.close()
@@ -224,41 +225,51 @@ def _register_best(model: nn.Module, study: optuna.Study, best: Any, tc: TuneCon
     return f"{keep.name}/{keep.version}"
 
 
-def reconcile(study: optuna.Study, writer: tracking.ChildRunWriter, mine_only: bool = False) -> None:
+def reconcile(study: optuna.Study, writer: tracking.ChildRunWriter) -> None:
     """Make the study's MLflow record whole again after a worker died or was interrupted.
 
-    A killed worker leaves its tune run RUNNING and may lose child runs still queued in its background writer. Here
-    (the active run being this worker's tune run): every RUNNING run of the study whose worker is known dead
-    (`workers.is_dead`), and each RUNNING child of those, is ended KILLED with the reason as tag ``error``; and every
-    finished trial without a child run gets one, tagged ``reconciled=true``, if its worker is dead or this process
-    (a live worker's trials are left to that worker's own writer). ``mine_only``: just this process's trials.
+    A killed worker leaves its tune run RUNNING, may leave a trial RUNNING, and may lose child runs still queued in
+    its background writer. Here (the active run being this worker's tune run):
+    - every RUNNING run of the study whose worker is known dead (`workers.is_dead`), and each RUNNING child of
+      those, is ended KILLED with the reason as tag ``error``;
+    - a trial is *orphaned* if its worker is dead or is this process, or if it never recorded its worker (killed or
+      interrupted within moments of starting) while no other live worker runs the study; a RUNNING orphan is
+      failed, and every finished orphan without a child run gets one, tagged ``reconciled=true`` (a live worker's
+      trials are left to that worker's own writer).
+    Called when a study with trials is resumed, and after an interrupt (for this process's own trial).
     """
-    name, me = study.study_name, tracking.active_run_id()
+    name, me, mine = study.study_name, tracking.active_run_id(), worker_id()
     runs = tracking.search_runs(f"tags.study = '{name}'")
-    if not mine_only:
-        dead = {r.info.run_id: r.data.tags["worker"] for r in runs if r.info.status == "RUNNING"
-                and r.info.run_id != me and is_dead(r.data.tags.get("worker", ""))}
-        for r in runs:
-            parent = r.data.tags.get("mlflow.parentRunId", "")
-            if r.info.run_id in dead or (r.info.status == "RUNNING" and parent in dead):
-                worker = dead.get(r.info.run_id) or dead[parent]
-                tracking.end_run_as(r.info.run_id, "KILLED",
-                                    f"worker {worker} died; found when run {me} resumed study {name}")
-                log.warning("study %s: run %s of dead worker %s marked KILLED", name, r.info.run_id, worker)
+    running = {r.info.run_id: r.data.tags.get("worker", "") for r in runs if r.info.status == "RUNNING"
+               and "trial" not in r.data.tags and r.info.run_id != me}
+    dead = {run_id: worker for run_id, worker in running.items() if is_dead(worker)}
+    for r in runs:
+        parent = r.data.tags.get("mlflow.parentRunId", "")
+        if r.info.run_id in dead or (r.info.status == "RUNNING" and parent in dead):
+            worker = dead.get(r.info.run_id) or dead[parent]
+            tracking.end_run_as(r.info.run_id, "KILLED", f"worker {worker} died; found when run {me} resumed study "
+                                f"{name}")
+            log.warning("study %s: run %s of dead worker %s marked KILLED", name, r.info.run_id, worker)
+    others_live = len(running) > len(dead)
+
+    def orphaned(owner: str) -> bool:
+        return owner == mine or (bool(owner) and is_dead(owner)) or (not owner and not others_live)
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if orphaned(str(t.user_attrs.get("worker", ""))):
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            log.warning("study %s: trial %d was left running by a worker that is gone: marked failed", name, t.number)
     have = {int(r.data.tags["trial"]) for r in runs if r.data.tags.get("trial", "").isdigit()}
-    mine = worker_id()
     for t in study.get_trials(deepcopy=False):
         owner = str(t.user_attrs.get("worker", ""))
-        if not t.state.is_finished() or t.number in have or not owner:
-            continue
-        if owner != mine and (mine_only or not is_dead(owner)):
+        if not t.state.is_finished() or t.number in have or not orphaned(owner):
             continue
         state = t.state.name.lower()
         if t.state == TrialState.COMPLETE and not is_feasible(t):
             state = "infeasible"
         reason = str(t.user_attrs.get("reason", ""))
         if t.state == TrialState.FAIL and not reason:
-            reason = "interrupted" if owner == mine else f"worker {owner} died"
+            reason = "interrupted" if owner == mine else f"worker {owner or '(unrecorded)'} died"
         tags = {"study": name, "trial": str(t.number), "state": "failed" if state == "fail" else state,
                 "reconciled": "true", **({"reason": reason[:500]} if reason else {})}
         start = int(t.datetime_start.timestamp() * 1000) if t.datetime_start else int(time.time() * 1000)

@@ -18,6 +18,7 @@ from . import verdict
 from .context import RunContext
 from .methods import Budget, EpochCallback, Method, Splits
 from .scenario import Scenario, evaluate_with_scores
+from .training import NonFiniteOutputs
 
 
 def splits_of(scenario: Scenario) -> Splits:
@@ -81,7 +82,11 @@ def unlearn(
     if result.info.get("diverged") or not finite:
         raise Diverged(f"{method.name} diverged (non-finite weights) after {result.compute_used:.0f} example-passes")
     start = time.perf_counter()
-    metrics, scores = judge(result.model, scenario, reference_metrics, retrain_scores, ctx, utility_tolerance)
+    try:
+        metrics, scores = judge(result.model, scenario, reference_metrics, retrain_scores, ctx, utility_tolerance)
+    except NonFiniteOutputs as e:
+        raise Diverged(f"{method.name} diverged (finite weights, but {e}: the model's outputs overflow) after "
+                       f"{result.compute_used:.0f} example-passes") from None
     metrics.update({
         "compute_used": result.compute_used,
         "budget_used": result.compute_used / scenario.retrain_cost,

@@ -76,8 +76,14 @@ class BackdoorPoisoning(SuccessCountAttack):
 
 
     def _triggered_test(self, data: Dataset) -> torch.Tensor:
+        """The triggered non-target test inputs; built once per dataset (every evaluation uses the same ones)."""
+        cached = getattr(self, "_triggered", None)
+        if cached is not None and cached[0] is data:
+            return cached[1]
         keep = data.y_test != self.cfg.target_class
-        return apply_trigger(data.x_test[keep], self.cfg.patch_size, self.cfg.patch_value)
+        triggered = apply_trigger(data.x_test[keep], self.cfg.patch_size, self.cfg.patch_value)
+        self._triggered = (data, triggered)
+        return triggered
 
     def scores(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> np.ndarray:
         """1 for each triggered non-target test input classified as the target class, else 0."""
@@ -85,5 +91,10 @@ class BackdoorPoisoning(SuccessCountAttack):
         return (pred == self.cfg.target_class).double().numpy()
 
     def evaluate(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> dict[str, float]:
-        hits = self.scores(model, data, poisoning, ctx)
-        return {"backdoor_asr": float(hits.mean()), "backdoor_n_triggered": float(len(hits))}
+        return self.evaluate_with_scores(model, data, poisoning, ctx)[0]
+
+    def evaluate_with_scores(
+        self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext
+    ) -> tuple[dict[str, float], np.ndarray]:
+        hits = self.scores(model, data, poisoning, ctx)  # one prediction pass for both
+        return {"backdoor_asr": float(hits.mean()), "backdoor_n_triggered": float(len(hits))}, hits

@@ -322,4 +322,10 @@ class GradientCanceling(SuccessCountAttack):
         return (pred != data.y_test.cpu()).double().numpy()
 
     def evaluate(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> dict[str, float]:
-        return {"gc_test_error": float(self.scores(model, data, poisoning, ctx).mean())}
+        return self.evaluate_with_scores(model, data, poisoning, ctx)[0]
+
+    def evaluate_with_scores(
+        self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext
+    ) -> tuple[dict[str, float], np.ndarray]:
+        errors = self.scores(model, data, poisoning, ctx)  # one prediction pass for both
+        return {"gc_test_error": float(errors.mean())}, errors

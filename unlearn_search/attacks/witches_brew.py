@@ -236,6 +236,12 @@ class WitchesBrew(SuccessCountAttack):
         return (probs.argmax(1) == adv).double().numpy()
 
     def evaluate(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> dict[str, float]:
-        probs, adv = self._target_probs(model, data, poisoning, ctx)
-        return {"target_success": float((probs.argmax(1) == adv).double().mean()),
-                "target_adv_prob": float(probs[:, adv].mean())}
+        return self.evaluate_with_scores(model, data, poisoning, ctx)[0]
+
+    def evaluate_with_scores(
+        self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext
+    ) -> tuple[dict[str, float], np.ndarray]:
+        probs, adv = self._target_probs(model, data, poisoning, ctx)  # one prediction pass for both
+        hits = probs.argmax(1) == adv
+        return ({"target_success": float(hits.double().mean()), "target_adv_prob": float(probs[:, adv].mean())},
+                hits.double().numpy())

@@ -12,14 +12,15 @@ noise never used in training: the empirical null.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
 import torch
 from scipy import stats
-from sklearn.metrics import roc_auc_score
 from torch import nn
+from torch.func import functional_call
+
+from .roc import normal_sf, roc_auc
 
 #: One-sided threshold for "detected at 1% false-positive rate" under the N(0, 1) null.
 Z_99 = float(stats.norm.ppf(0.99))
@@ -41,15 +42,39 @@ def input_gradients(
     The gradient is computed on a copy of the model in ``dtype`` (float64 by default): on memorised points the
     softmax saturates and float32 gradients lose the direction that GUS measures (on the digits default this
     weakened gus_z by up to a quarter). The model itself is not touched.
+
+    The copy is functional: the model runs in eval mode (its modes restored afterwards) with its parameters and
+    buffers cast as ``copy.deepcopy(model).to(device=device, dtype=dtype)`` would cast them (`_cast_state`), which
+    computes exactly the same gradients without deep-copying the module on every call (about a third of the cost
+    of an evaluation on the default).
     """
-    work = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
+    state = _cast_state(model, device, dtype)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
     out = []
-    for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
-        xb = xb.to(device=device, dtype=dtype).requires_grad_(True)
-        loss = nn.functional.cross_entropy(work(xb), yb.to(device), reduction="sum")
-        (g,) = torch.autograd.grad(loss, xb)
-        out.append(g.detach().cpu())
+    try:
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
+            xb = xb.to(device=device, dtype=dtype).requires_grad_(True)
+            loss = nn.functional.cross_entropy(functional_call(model, state, (xb,)), yb.to(device), reduction="sum")
+            (g,) = torch.autograd.grad(loss, xb)
+            out.append(g.detach().cpu())
+    finally:
+        for m, training in modes:
+            m.training = training
     return torch.cat(out) if out else torch.empty_like(x, dtype=dtype)
+
+
+def _cast_state(model: nn.Module, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The model's parameters and buffers, detached, as `nn.Module.to` with ``device`` and ``dtype`` makes them:
+    floating-point tensors cast to ``dtype``, the others (e.g. BatchNorm's step counter) only moved."""
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        t = t.detach()
+        return t.to(device=device, dtype=dtype) if t.is_floating_point() or t.is_complex() else t.to(device)
+
+    state = {k: cast(v) for k, v in model.named_parameters()}
+    state.update({k: cast(v) for k, v in model.named_buffers()})
+    return state
 
 
 def gus_statistic(grads: torch.Tensor, noise: torch.Tensor, eps: float) -> torch.Tensor:
@@ -76,13 +101,12 @@ def gus_summary(i_poison: torch.Tensor | np.ndarray, i_indep: torch.Tensor | np.
         raise ValueError("GUS needs at least one poison")
     gus = float(ip.mean())
     gus_z = gus * math.sqrt(k)
-    labels = np.r_[np.ones(k), np.zeros(len(ii))]
     return {
         "gus": gus,
         "gus_se": float(ip.std(ddof=1) / math.sqrt(k)) if k > 1 else float("nan"),
         "gus_z": gus_z,
-        "gus_pvalue": float(stats.norm.sf(gus_z)),
+        "gus_pvalue": normal_sf(gus_z),
         "gus_tpr_at_1fpr": float((ip > Z_99).mean()),
-        "gus_auc": float(roc_auc_score(labels, np.r_[ip, ii])) if len(ii) else float("nan"),
+        "gus_auc": roc_auc(ip, ii),
         "gus_n": float(k),
     }

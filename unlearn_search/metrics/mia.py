@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score, roc_curve
 from torch import nn
+
+from .roc import auc_of_curve, roc_curve
 
 
 @torch.no_grad()
@@ -30,10 +31,10 @@ def loss_mia(member_loss: torch.Tensor | np.ndarray, nonmember_loss: torch.Tenso
     """Threshold attack on the loss: ``mia_auc`` and ``mia_tpr_at_1fpr`` (members = positives)."""
     m = np.asarray(member_loss, dtype=np.float64)
     n = np.asarray(nonmember_loss, dtype=np.float64)
-    labels = np.r_[np.ones(len(m)), np.zeros(len(n))]
-    score = -np.r_[m, n]  # lower loss -> more likely a member
-    fpr, tpr, _ = roc_curve(labels, score)
+    if len(m) == 0 or len(n) == 0:
+        return {"mia_auc": float("nan"), "mia_tpr_at_1fpr": float("nan")}
+    fpr, tpr = roc_curve(-m, -n)  # lower loss -> more likely a member
     return {
-        "mia_auc": float(roc_auc_score(labels, score)),
+        "mia_auc": auc_of_curve(fpr, tpr),
         "mia_tpr_at_1fpr": float(np.interp(0.01, fpr, tpr)),
     }

@@ -1,0 +1,69 @@
+"""Every run records what produced it (tags ``provenance.*``), trial child runs included; child runs end when their
+trial ended, not when the background thread wrote them."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import time
+
+import mlflow
+import torch
+from mlflow.tracking import MlflowClient
+
+from unlearn_search import context, tracking
+from unlearn_search.context import select_device
+
+EXPECTED_NAMES = {
+    "unlearn_search", "torch", "numpy", "scipy", "optuna", "mlflow", "scikit-learn", "timm", "python", "os", "cpu",
+    "cpu_count", "device", "torch_threads", "torch_interop_threads", "deterministic_algorithms",
+    "cudnn_deterministic", "cudnn_benchmark",
+}
+
+
+def _provenance_of(run_id: str) -> dict[str, str]:
+    tags = MlflowClient().get_run(run_id).data.tags
+    return {k.removeprefix(tracking.PROVENANCE): v for k, v in tags.items() if k.startswith(tracking.PROVENANCE)}
+
+
+def test_a_run_carries_the_provenance_tags_with_the_right_values(mlflow_store, monkeypatch):
+    monkeypatch.setattr(context, "_selected", [])  # this test's device choice does not outlive it
+    select_device("cpu")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # read when the run starts, not frozen at the first run of the process
+        with tracking.run("outer", tags={"entry_point": "test"}) as outer, tracking.run("inner", nested=True) as inner:
+            pass
+    finally:
+        torch.set_num_threads(threads)
+    for run in (outer, inner):
+        p = _provenance_of(run.info.run_id)
+        assert set(p) >= EXPECTED_NAMES, EXPECTED_NAMES - set(p)
+        assert p["torch"] == torch.__version__
+        for package in ("numpy", "optuna", "mlflow", "scikit-learn", "timm", "unlearn_search"):
+            assert p[package] == importlib.metadata.version(package)
+        assert p["python"] == f"{platform.python_implementation()} {platform.python_version()}"
+        assert p["os"] == platform.platform()
+        assert p["cpu"] and p["cpu"] != "unknown"
+        assert p["device"] == "cpu"
+        assert p["torch_threads"] == "1"
+        assert p["deterministic_algorithms"] == str(torch.are_deterministic_algorithms_enabled()).lower()
+        assert p["cudnn_deterministic"] == str(torch.backends.cudnn.deterministic).lower()
+        assert p["cudnn_benchmark"] == str(torch.backends.cudnn.benchmark).lower()
+    assert MlflowClient().get_run(outer.info.run_id).data.tags["entry_point"] == "test"  # the caller's tags too
+
+
+def test_child_runs_carry_provenance_and_their_trial_times(mlflow_store):
+    with tracking.run("parent") as parent:
+        writer = tracking.ChildRunWriter()
+        start = int(time.time() * 1000) - 5000
+        writer.submit("trial-0", start, {"lr": 0.1}, {"removal": 0.5, "bad": float("nan")},
+                      {"study": "s", "trial": "0", "state": "complete"}, end_ms=start + 1234)
+        writer.close()
+    [child] = MlflowClient().search_runs([parent.info.experiment_id],
+                                         f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert _provenance_of(child.info.run_id) == _provenance_of(parent.info.run_id)
+    assert child.info.start_time == start and child.info.end_time == start + 1234
+    assert child.data.metrics == {"removal": 0.5} and child.data.params == {"lr": "0.1"}
+    assert child.info.status == "FINISHED" and child.data.tags["state"] == "complete"
+    assert mlflow.active_run() is None
