@@ -236,3 +236,29 @@ def test_seeds_below_one_are_one_line_and_write_nothing(mlflow_store, capsys, cl
     err = capsys.readouterr().err.strip()
     assert err == "error: seeds=0 is out of range; valid: [1, inf)"
     assert not Path("mlflow.db").exists() and not Path("j.log").exists()
+
+
+def test_scenarios_built_under_one_run_keep_their_own_poisons(mlflow_store, monkeypatch):
+    """compare builds one scenario per seed under its own run. Each scenario must keep its own poisons: logged into
+    the compare run itself, seed 1's overwrote seed 0's, and found again (from the store or the process cache) seed 1
+    was scored against seed 0's noise (every method then 'removed' the poison)."""
+    import torch
+
+    from unlearn_search import store, tracking
+    from unlearn_search.context import RunContext
+    from unlearn_search.scenario import ScenarioConfig
+    from unlearn_search.training import TrainConfig
+
+    cfgs = [ScenarioConfig(train=TrainConfig(epochs=2), seed=s) for s in (0, 1)]
+    tracking.configure(None)
+    with tracking.run("compare-like"):
+        built = [store.ensure_references(c, RunContext(c.seed)) for c in cfgs]
+        cached = [store.find_references(c, RunContext(c.seed)) for c in cfgs]  # the process cache
+    monkeypatch.setattr(store, "_CACHE", type(store._CACHE)())
+    stored = [store.find_references(c, RunContext(c.seed)) for c in cfgs]  # the tracking store
+    assert built[0].scenario_run_id != built[1].scenario_run_id
+    for b, c, s in zip(built, cached, stored, strict=True):
+        for found in (c, s):
+            assert found is not None
+            assert torch.equal(found.scenario.poisoning.x_poison, b.scenario.poisoning.x_poison)
+            assert torch.equal(found.scenario.poisoning.indices, b.scenario.poisoning.indices)

@@ -111,7 +111,7 @@ def cmd_poison(a: argparse.Namespace) -> int:
     with tracking.run(f"poison-{cfg.hash[:8]}", tags={"entry_point": "poison", "scenario_hash": cfg.hash}):
         tracking.log_params(cfg.to_flat())
         tracking.set_tags({"device": str(ctx.device)})
-        refs = ensure_references(cfg, ctx)
+        refs = ensure_references(cfg, ctx, own_run=True)
         tracking.set_tags({"reused": str(refs.reused).lower(), "scenario_run_id": refs.scenario_run_id,
                            **{f"{r}_model": str(v) for r, v in refs.versions.items()}})
         for role in ROLES:

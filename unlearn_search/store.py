@@ -87,8 +87,22 @@ def _cached(key: tuple[str, str], load: Callable[[], Any]) -> Any:
     return value
 
 
-def create_references(cfg: ScenarioConfig, ctx: RunContext) -> References:
-    """Build the scenario, train and evaluate both references, log them under the active run and register them."""
+def create_references(cfg: ScenarioConfig, ctx: RunContext, own_run: bool = False) -> References:
+    """Build the scenario, train and evaluate both references, log them and register them.
+
+    A scenario's poisons and reference runs live in a run of their own: the active run when it is the scenario's
+    own (``own_run``: the `poison` entry point's), else a nested ``scenario-<hash>`` run. (`compare` builds one
+    scenario per seed under one run; logged there directly, each seed's poisons overwrote the previous seed's, and
+    a later reuse of seed 0 would have scored it against seed 2's noise.)"""
+    if own_run:
+        return _create_references(cfg, ctx)
+    with tracking.run(f"scenario-{cfg.hash[:8]}", tags={"entry_point": "scenario", "scenario_hash": cfg.hash},
+                      nested=True):
+        tracking.log_params(cfg.to_flat())
+        return _create_references(cfg, ctx)
+
+
+def _create_references(cfg: ScenarioConfig, ctx: RunContext) -> References:
     scenario_run_id = tracking.active_run_id()
     scenario = build_scenario(cfg, ctx)
     tracking.log_bytes(scenario.poisoning.to_bytes(), POISONING_ARTIFACT)
@@ -137,7 +151,7 @@ def _log_references(models: dict[str, nn.Module], scenario: Scenario, cfg: Scena
                  refs[role].name, refs[role].version)
 
 
-def ensure_references(cfg: ScenarioConfig, ctx: RunContext, poll_s: float = 2.0) -> References:
+def ensure_references(cfg: ScenarioConfig, ctx: RunContext, poll_s: float = 2.0, own_run: bool = False) -> References:
     """Reuse the registered references of this scenario if they exist, else create them (needs an active run).
 
     Several processes may need the same new scenario at once (two `poison` commands, workers of one study). Only one
@@ -158,7 +172,7 @@ def ensure_references(cfg: ScenarioConfig, ctx: RunContext, poll_s: float = 2.0)
                 if _first_live_claim(cfg.hash) == claim:
                     log.info("scenario %s: no registered references; training poisoned and retrained models",
                              cfg.hash)
-                    return create_references(cfg, ctx)
+                    return create_references(cfg, ctx, own_run=own_run)
                 log.info("scenario %s is being built by another run; waiting for its references", cfg.hash)
                 time.sleep(poll_s)
                 refs = find_references(cfg, ctx)
