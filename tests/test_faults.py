@@ -165,7 +165,7 @@ def test_a_scenario_that_fails_while_registering_leaves_no_version(mlflow_store,
     removed again, the run ends FAILED with the reason, and the next attempt builds one complete pair."""
     from unlearn_search import cli, tracking
 
-    real, calls = tracking.log_model, []
+    real, calls = tracking.log_model_unregistered, []
 
     def full_disk(*args, **kwargs):
         calls.append(1)
@@ -173,14 +173,15 @@ def test_a_scenario_that_fails_while_registering_leaves_no_version(mlflow_store,
             raise OSError(28, "No space left on device")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tracking, "log_model", full_disk)
-    with pytest.raises(OSError, match="No space left"):
-        cli.main(["poison", *FAST])
+    monkeypatch.setattr(tracking, "log_model_unregistered", full_disk)
+    assert cli.main(["poison", *FAST]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "error: no space left on device (writing a file); free space and run the same command")
     assert _versions(mlflow_store, "poisoned") == [] and _versions(mlflow_store, "retrain") == []
     client = MlflowClient(mlflow_store)
     (run,) = [r for r in client.search_runs([client.get_experiment_by_name("unlearn_search").experiment_id])
               if r.info.run_name.startswith("poison-")]
     assert run.info.status == "FAILED" and "No space left on device" in run.data.tags["error"]
-    monkeypatch.setattr(tracking, "log_model", real)
+    monkeypatch.setattr(tracking, "log_model_unregistered", real)
     assert cli.main(["poison", *FAST]) == 0
     assert len(_versions(mlflow_store, "poisoned")) == 1 and len(_versions(mlflow_store, "retrain")) == 1

@@ -58,6 +58,6 @@ def test_conda_env_lists_the_package_dependencies():
 
 
 def test_readme_table_is_the_one_the_tool_wrote():
-    tool = [ln for ln in (ROOT / "docs" / "comparison_digits_seed0.md").read_text().splitlines() if ln.startswith("|")]
+    tool = [ln for ln in (ROOT / "docs" / "comparison_digits_3seeds.md").read_text().splitlines() if ln.startswith("|")]
     readme = (ROOT / "README.md").read_text().splitlines()
     assert tool and all(line in readme for line in tool)

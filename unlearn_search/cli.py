@@ -426,8 +426,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("alembic", "mlflow.store", "urllib3"):
+    for noisy in ("alembic", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # MLflow's store logs each database error with its traceback (a full disk: over a thousand lines); the error
+    # itself reaches us as an exception and is reported in one line
+    logging.getLogger("mlflow.store").setLevel(logging.CRITICAL)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own per-trial progress line replaces Optuna's
@@ -451,11 +454,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if isinstance(e, Diverged):  # a legitimate outcome of an aggressive setting, not a crash
             return _fail(f"error: {e}; try a smaller lr or budget", 1)
+        full = _no_space(e)
+        if full is not None:  # the store or the working directory filled up: say so, no traceback
+            return _fail(f"error: no space left on device ({full}); free space and run the same command again "
+                         "(nothing half-registered is kept)", 1)
         _fail(f"error: {type(e).__name__}: {' '.join(str(e).split())}", 1)
         raise
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _no_space(e: BaseException) -> str | None:
+    """The message of a 'No space left on device' error anywhere in ``e``'s chain (MLflow and SQLAlchemy wrap it)."""
+    import errno
+
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return f"writing {seen.filename2 or seen.filename}" if seen.filename else "writing a file"
+        if "No space left on device" in str(seen):
+            return "writing a file"
+        if "database or disk is full" in str(seen):
+            return "the tracking database is full"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _fail(line: str, code: int) -> int:

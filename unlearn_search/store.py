@@ -130,7 +130,9 @@ def _create_references(cfg: ScenarioConfig, ctx: RunContext) -> References:
 def _log_references(models: dict[str, nn.Module], scenario: Scenario, cfg: ScenarioConfig, ctx: RunContext,
                     lineage: dict[str, str], metrics: dict[str, dict[str, float]],
                     refs: dict[str, tracking.VersionRef]) -> None:
-    """Evaluate each reference, log it as a nested run and register it; fills ``metrics`` and ``refs`` as it goes."""
+    """Evaluate each reference and log it as a nested run; then, once both are fully written, register both (so a
+    failure while logging, e.g. a full disk, registers nothing). Fills ``metrics`` and ``refs`` as it goes."""
+    logged = {}
     for role, model in models.items():
         with tracking.run(role, tags={**lineage, "role": role}, nested=True):
             tracking.log_params(cfg.to_flat())
@@ -139,14 +141,16 @@ def _log_references(models: dict[str, nn.Module], scenario: Scenario, cfg: Scena
             m["n_train"] = float(len(x_train))
             m["train_compute"] = scenario.config.train.epochs * float(len(x_train))
             tracking.log_metrics(m)
-            mv = tracking.log_model(model, scenario.spec, role, tags={**lineage, "role": role,
-                                                                      **_str(cfg.to_flat())},
-                                    input_example=scenario.data.x_test[:2])
-            metrics[role], refs[role] = m, tracking.VersionRef.of(mv)
-            # what `find_references` would download again: the same bytes (weights-only state, exact round trip)
-            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            _cached(("weights", refs[role].run_id), functools.partial(tuple, (scenario.spec, state)))
-        key = scenario.attack.removal_metric
+            tags = {**lineage, "role": role, **_str(cfg.to_flat())}
+            logged[role] = (tracking.log_model_unregistered(model, scenario.spec, tags,
+                                                            input_example=scenario.data.x_test[:2]), tags)
+            metrics[role] = m
+    for role, (uri, tags) in logged.items():
+        refs[role] = tracking.VersionRef.of(tracking.register(uri, role, tags))
+        # what `find_references` would download again: the same bytes (weights-only state, exact round trip)
+        state = {k: v.detach().cpu().clone() for k, v in models[role].state_dict().items()}
+        _cached(("weights", refs[role].run_id), functools.partial(tuple, (scenario.spec, state)))
+        key, m = scenario.attack.removal_metric, metrics[role]
         log.info("%s: test_acc %.3f %s %.3g (registered %s v%s)", role, m["test_acc"], key, m.get(key, float("nan")),
                  refs[role].name, refs[role].version)
 
