@@ -57,7 +57,12 @@ def mlflow_store(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     import mlflow
+    import mlflow.tracking.fluent
 
+    # mlflow.set_experiment (tracking.configure) remembers the experiment in a global and in MLFLOW_EXPERIMENT_ID:
+    # another test's experiment id must not follow this test into its fresh store
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
     mlflow.set_tracking_uri(uri)
     yield uri
     while mlflow.active_run() is not None:

@@ -123,7 +123,7 @@ def run_tune(
                 study.optimize(objective, n_trials=n_run, timeout=tc.timeout or None, catch=(Exception,))
         except BaseException:  # interrupted (Optuna has failed the trial): give that trial its child run too
             writer.flush()  # the trials this process finished have their child runs queued: let them land first
-            reconcile(study, writer)
+            reconcile(study, writer, interrupted=True)
             raise
         finally:
             writer.close()
@@ -225,7 +225,7 @@ def _register_best(model: nn.Module, study: optuna.Study, best: Any, tc: TuneCon
     return f"{keep.name}/{keep.version}"
 
 
-def reconcile(study: optuna.Study, writer: tracking.ChildRunWriter) -> None:
+def reconcile(study: optuna.Study, writer: tracking.ChildRunWriter, interrupted: bool = False) -> None:
     """Make the study's MLflow record whole again after a worker died or was interrupted.
 
     A killed worker leaves its tune run RUNNING, may leave a trial RUNNING, and may lose child runs still queued in
@@ -236,7 +236,8 @@ def reconcile(study: optuna.Study, writer: tracking.ChildRunWriter) -> None:
       interrupted within moments of starting) while no other live worker runs the study; a RUNNING orphan is
       failed, and every finished orphan without a child run gets one, tagged ``reconciled=true`` (a live worker's
       trials are left to that worker's own writer).
-    Called when a study with trials is resumed, and after an interrupt (for this process's own trial).
+    Called when a study with trials is resumed, and after an interrupt (``interrupted``: for this process's own
+    trial, reported quietly since the interrupt itself is reported).
     """
     name, me, mine = study.study_name, tracking.active_run_id(), worker_id()
     runs = tracking.search_runs(f"tags.study = '{name}'")
@@ -256,9 +257,14 @@ def reconcile(study: optuna.Study, writer: tracking.ChildRunWriter) -> None:
         return owner == mine or (bool(owner) and is_dead(owner)) or (not owner and not others_live)
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if orphaned(str(t.user_attrs.get("worker", ""))):
+        owner = str(t.user_attrs.get("worker", ""))
+        if orphaned(owner):
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-            log.warning("study %s: trial %d was left running by a worker that is gone: marked failed", name, t.number)
+            if interrupted:  # this process's own trial, interrupted while it started: the CLI says it in one line
+                log.info("study %s: interrupted trial %d marked failed", name, t.number)
+            else:
+                log.warning("study %s: trial %d was left running by a worker that is gone: marked failed", name,
+                            t.number)
     have = {int(r.data.tags["trial"]) for r in runs if r.data.tags.get("trial", "").isdigit()}
     for t in study.get_trials(deepcopy=False):
         owner = str(t.user_attrs.get("worker", ""))
