@@ -294,7 +294,10 @@ def _rerun(best: Any, tc: TuneConfig, refs: References, retrain_scores: np.ndarr
     """Rebuild the best trial's model by re-running it (deterministic under the same seed); trials log no models."""
     method = METHODS.get(tc.method)
     assert method.search_space is not None
-    kwargs = method.search_space(optuna.trial.FixedTrial(best.params))
+    fixed = optuna.trial.FixedTrial(best.params)
+    if "max_k" in best.user_attrs:  # depth-dependent spaces (EU-k, CF-k) read it: k's range as the trial had it
+        fixed.set_user_attr("max_k", best.user_attrs["max_k"])
+    kwargs = method.search_space(fixed)
     _, budget = split_params(best.params)
     out = unlearn(method, method.config(**kwargs), budget, refs.scenario, refs.models["poisoned"], refs.metrics,
                   retrain_scores, ctx, utility_tolerance=tc.utility_tolerance)
