@@ -49,7 +49,7 @@ def breakdown(uri: str, t_start: float, wall: float) -> dict[str, float]:
     compare = [r for r in runs if r.data.tags.get("entry_point") == "compare"]
     tunes = sorted((r for r in runs if r.data.tags.get("entry_point") == "tune"), key=lambda r: r.info.start_time)
     tune_ids = {r.info.run_id for r in tunes}
-    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in tune_ids and "trial" in r.data.tags
+    trials = [r for r in runs if r.data.tags.get("tune_run") in tune_ids and "trial" in r.data.tags
               and r.data.tags.get("entry_point") is None]
     if not compare or not tunes:
         return {}

@@ -24,26 +24,39 @@ def test_table_matches_trial_runs_and_second_compare_reuses_studies(mlflow_store
     arts = {a.path for a in client.list_artifacts(parent)} | {a.path for a in client.list_artifacts(parent, "plots")}
     assert {"comparison.md", "comparison.csv", "plots/removal_by_budget.png", "plots/removal_by_budget.html",
             "plots/gus_vs_mia.png", "plots/accuracy_vs_removal.html"} <= arts
-    metrics = client.get_run(parent).data.metrics
+    compare_run = client.get_run(parent)
+    # the Overview shows the answer: headline sentence and table as the run's description; the URL is printed
+    description = compare_run.data.tags["mlflow.note.content"]
+    assert description.startswith("gaussian poisoning, on 1 seed: ") and "| no unlearning |" in description
+    assert f"#/experiments/{compare_run.info.experiment_id}/runs/{parent}" in out
+    rows = row_runs(client, compare_run)
+    assert list(rows) == ["no unlearning", "gd", "ga", "retrain"]
     checked = 0
     for method in ("gd", "ga"):
-        tune_runs = mlflow.search_runs(search_all_experiments=True, filter_string=(
-            f"tags.mlflow.parentRunId = '{parent}' and tags.method = '{method}'"))
+        tune_runs = client.search_runs([compare_run.info.experiment_id], (
+            f"tags.mlflow.parentRunId = '{parent}' and tags.method = '{method}' and tags.kind = 'tune'"))
         assert len(tune_runs) == 1
-        tune = client.get_run(tune_runs["run_id"][0])
+        tune = tune_runs[0]
+        assert tune.info.run_name == f"{method} / seed 0"
+        metrics = rows[method].data.metrics
         if "best_trial" not in tune.data.tags:
-            assert f"{method}.removal" not in metrics  # no feasible trial: no row values
+            assert "removal" not in metrics  # no feasible trial: no row values
             continue
-        trial = mlflow.search_runs(search_all_experiments=True, filter_string=(
-            f"tags.mlflow.parentRunId = '{tune.info.run_id}' and tags.trial = '{tune.data.tags['best_trial']}'"))
-        trial_metrics = client.get_run(trial["run_id"][0]).data.metrics
+        trials = trial_runs(client, tune)
+        assert len(trials) == 2 and all(t.data.tags["method"] == method for t in trials)
+        (trial,) = [t for t in trials if t.data.tags["trial"] == tune.data.tags["best_trial"]]
+        assert trial.info.run_name == f"{method} / trial {tune.data.tags['best_trial']}"
+        assert trial.data.metrics["feasible"] == 1.0
         for key in ("removal", "test_acc", "gus_z", "gus_tpr_at_1fpr", "mia_tpr_at_1fpr", "budget_used"):
-            assert metrics[f"{method}.{key}"] == pytest.approx(trial_metrics[key], rel=1e-9), (method, key)
+            # one name per quantity: the row, the tune run and the trial say ``removal`` alike
+            assert metrics[key] == pytest.approx(trial.data.metrics[key], rel=1e-9), (method, key)
+            assert tune.data.metrics[key] == trial.data.metrics[key], (method, key)
         checked += 1
     assert checked >= 1, "no method had a feasible trial: the table check did not run"
     poisoned = client.get_run(mlflow.search_runs(search_all_experiments=True, filter_string=(
         "tags.role = 'poisoned'"))["run_id"][0]).data.metrics
-    assert metrics["no_unlearning.gus_z"] == pytest.approx(poisoned["gus_z"])
+    assert rows["no unlearning"].data.metrics["gus_z"] == pytest.approx(poisoned["gus_z"])
+    assert rows["retrain"].data.metrics["removal"] == 1.0
 
     # again: every study already has its trials, so none is run and no new model version is registered
     n_versions = len(client.search_model_versions("name = 'unlearn_search.unlearned.gd'"))
@@ -52,6 +65,21 @@ def test_table_matches_trial_runs_and_second_compare_reuses_studies(mlflow_store
         "tags.entry_point = 'tune' and tags.new_trials = '0'"))
     assert len(second) == 2
     assert len(client.search_model_versions("name = 'unlearn_search.unlearned.gd'")) == n_versions
+
+
+def row_runs(client: MlflowClient, compare_run) -> dict:
+    """The compare run's row runs (one per table row), by row name, in table order."""
+    rows = client.search_runs([compare_run.info.experiment_id],
+                              f"tags.mlflow.parentRunId = '{compare_run.info.run_id}' and tags.kind = 'row'")
+    assert all(r.info.run_name == r.data.tags["method"] for r in rows)
+    return {r.data.tags["method"]: r for r in sorted(rows, key=lambda r: r.info.start_time)}
+
+
+def trial_runs(client: MlflowClient, tune_run) -> list:
+    """A tune run's trial runs: in the trials experiment beside its own, linked by the tag ``tune_run``."""
+    name = client.get_experiment(tune_run.info.experiment_id).name + " trials"
+    exp = client.get_experiment_by_name(name)
+    return client.search_runs([exp.experiment_id], f"tags.tune_run = '{tune_run.info.run_id}'")
 
 
 def test_aggregate_over_seeds_by_hand():
@@ -133,9 +161,10 @@ def test_compare_tabulates_attacks_side_by_side(mlflow_store, capsys):
     # each attack's cells are that attack's own comparison run's metrics
     md = mlflow.artifacts.load_text(f"runs:/{top}/comparison_attacks.md")
     for run_id, attack in zip(per_attack["run_id"], per_attack["tags.attack"], strict=True):
-        m = client.get_run(run_id).data.metrics
+        m = row_runs(client, client.get_run(run_id))["no unlearning"].data.metrics
         key = "gus_z" if attack == "gaussian" else "backdoor_asr"
-        assert f"{m[f'no_unlearning.{key}']:.3g}" in md.splitlines()[2]  # the "no unlearning" row
+        assert f"{m[key]:.3g}" in md.splitlines()[2]  # the "no unlearning" row
+    assert "gaussian poisoning, on 1 seed" in client.get_run(top).data.tags["mlflow.note.content"]
 
 
 def test_side_by_side_by_hand():
@@ -200,14 +229,16 @@ def test_compare_over_seeds_combines_each_seeds_best_trial(mlflow_store, capsys)
     tunes = client.search_runs([run.info.experiment_id],
                                f"tags.mlflow.parentRunId = '{parent}' and tags.entry_point = 'tune'")
     assert len(tunes) == 2 and {t.data.params["seed"] for t in tunes} == {"0", "1"}
+    assert {t.info.run_name for t in tunes} == {"gd / seed 0", "gd / seed 1"}
     best = [t.data.metrics for t in sorted(tunes, key=lambda t: t.data.params["seed"])]
-    z = [stats.norm.isf(b["best.removal_pvalue"]) for b in best]
-    m = run.data.metrics
-    assert m["gd.combined_pvalue"] == pytest.approx(stats.norm.sf(sum(z) / math.sqrt(2)), rel=1e-6)
-    assert m["gd.combined_poison_removed"] == float(m["gd.combined_pvalue"] >= verdict.LEVEL)
-    mean, lo, hi = verdict.mean_ci([b["best.removal"] for b in best])
-    assert (m["gd.removal"], m["gd.removal_ci_low"], m["gd.removal_ci_high"]) == (
-        pytest.approx(mean), pytest.approx(lo), pytest.approx(hi))
+    z = [stats.norm.isf(b["removal_pvalue"]) for b in best]
+    m = row_runs(client, run)["gd"].data.metrics
+    assert m["combined_pvalue"] == pytest.approx(stats.norm.sf(sum(z) / math.sqrt(2)), rel=1e-6)
+    assert m["combined_poison_removed"] == float(m["combined_pvalue"] >= verdict.LEVEL)
+    mean, lo, hi = verdict.mean_ci([b["removal"] for b in best])
+    assert (m["removal"], m["removal_ci_low"], m["removal_ci_high"], m["seeds"]) == (
+        pytest.approx(mean), pytest.approx(lo), pytest.approx(hi), 2.0)
+    assert run.data.tags["mlflow.note.content"].startswith("gaussian poisoning, over 2 seeds: ")
     per_seed = mlflow.artifacts.load_text(f"runs:/{parent}/comparison_per_seed.csv").splitlines()
     assert per_seed[0].startswith("seed,method,") and len(per_seed) == 1 + 2 * 3  # 2 seeds x (none, gd, retrain)
     assert "2 seeds, each a full scenario" in capsys.readouterr().out

@@ -67,8 +67,9 @@ def _signal_mid_trial(root: Path, env: dict, study: str, sig: int) -> tuple[subp
 
 def _runs(root: Path, study: str) -> list:
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
-    exp = client.get_experiment_by_name("unlearn_search")
-    return client.search_runs([exp.experiment_id], f"tags.study = '{study}'", max_results=5000)
+    exps = [client.get_experiment_by_name(n) for n in ("unlearn_search", "unlearn_search trials")]
+    return client.search_runs([e.experiment_id for e in exps if e is not None], f"tags.study = '{study}'",
+                              max_results=5000)
 
 
 def _assert_whole(root: Path, name: str) -> None:

@@ -33,12 +33,13 @@ def _record(workdir: Path) -> dict[str, object]:
     from unlearn_search.search import connect_storage
 
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db")
-    [exp] = [e for e in client.search_experiments() if e.name == tracking.EXPERIMENT]
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    exps = [e.experiment_id for e in client.search_experiments()
+            if e.name in (tracking.EXPERIMENT, tracking.EXPERIMENT + tracking.TRIALS_SUFFIX)]
+    runs = client.search_runs(exps, max_results=1000)
     by_id = {r.info.run_id: r for r in runs}
 
     def path(r):  # type: ignore[no-untyped-def]
-        parent = r.data.tags.get("mlflow.parentRunId")
+        parent = r.data.tags.get("mlflow.parentRunId") or r.data.tags.get("tune_run")  # trials: linked by tag
         return (*path(by_id[parent]), r.info.run_name) if parent in by_id else (r.info.run_name,)
 
     record: dict[str, object] = {}
@@ -91,7 +92,7 @@ def test_the_same_tune_command_twice_gives_identical_numbers(tmp_path: Path) -> 
     first, second = records
     assert first.keys() == second.keys()
     assert len(first["optuna"]) == 7  # type: ignore[arg-type]
-    assert any(k.endswith("trial-6") for k in first)  # trial child runs are part of the record
+    assert any(" / trial 6" in k for k in first)  # trial runs are part of the record
     for key in first:
         assert first[key] == second[key], key
     assert weights[0].keys() == weights[1].keys()

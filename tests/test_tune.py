@@ -14,7 +14,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from unlearn_search import cli, search, tracking
+from unlearn_search import cli, search, tracking, tune
 from unlearn_search.context import RunContext
 from unlearn_search.methods import Method, UnlearnResult
 from unlearn_search.methods.gd import GDConfig
@@ -41,10 +41,16 @@ def test_tune_logs_parent_and_children_and_resumes(mlflow_store, capsys):
     parent = mlflow.search_runs(search_all_experiments=True, filter_string="tags.entry_point = 'tune'")
     assert len(parent) == 1
     pid = parent["run_id"][0]
-    children = mlflow.search_runs(search_all_experiments=True,
-                                  filter_string=f"tags.mlflow.parentRunId = '{pid}' and tags.study = 's1'")
+    # trials: in the experiment beside the tune run's, linked by tag, named method first, with method and study
+    trials_exp = MlflowClient().get_experiment_by_name(f"{tracking.EXPERIMENT} trials")
+    children = mlflow.search_runs([trials_exp.experiment_id], filter_string=f"tags.tune_run = '{pid}'")
     assert len(children) == 3 and set(children["tags.state"]) <= {"complete", "infeasible", "pruned", "failed"}
+    assert set(children["tags.study"]) == {"s1"} and set(children["tags.method"]) == {"gd"}
+    assert set(children["tags.mlflow.runName"]) == {f"gd / trial {n}{tune.STATE_SUFFIX[state]}"
+                                                    for n, state in zip(children["tags.trial"], children["tags.state"],
+                                                                        strict=True)}
     assert "metrics.removal" in children.columns
+    assert list(children["metrics.feasible"]) == [float(s == "complete") for s in children["tags.state"]]
     arts = {a.path for a in MlflowClient().list_artifacts(pid, "plots")}
     assert {"plots/removal_vs_compute.png", "plots/removal_vs_compute.html", "plots/iz_distributions.png",
             "plots/iz_distributions.html", "plots/optimization_history.png"} <= arts

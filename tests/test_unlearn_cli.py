@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import mlflow
@@ -35,7 +34,13 @@ def test_unlearn_on_a_fresh_store_builds_the_scenario_logs_and_registers(mlflow_
     (mv,) = MlflowClient().search_model_versions(f"name = '{tracking.registered_name(tracking.unlearned_role('gd'))}'")
     assert mv.tags["method"] == "gd" and mv.tags["source_model"] == f"{tracking.registered_name('poisoned')}/1"
     assert mv.tags["scenario_hash"] == run.data.tags["scenario_hash"]
-    assert json.loads(mv.tags["config"])["lr"] == 0.05
+    assert mv.tags["param.lr"] == "0.05" and mv.tags["retrain_model"] == f"{tracking.registered_name('retrain')}/1"
+    # the version says how good it is: verdict and numbers in its description, its own metrics and params
+    assert f"poison **{'removed' if m['poison_removed'] else 'NOT removed'}**" in mv.description
+    assert f"| removal (0 = none, 1 = retrain) | {m['removal']:.4g} | 0 | 1 |" in mv.description
+    logged = mlflow.get_logged_model(mv.source.removeprefix("models:/"))  # the version's logged model
+    assert logged.name == "gd" and logged.params["lr"] == "0.05"
+    assert {x.key: x.value for x in logged.metrics}["removal"] == pytest.approx(m["removal"])
 
 
 @pytest.mark.parametrize(

@@ -121,9 +121,7 @@ def cmd_poison(a: argparse.Namespace) -> int:
 
 
 def cmd_unlearn(a: argparse.Namespace) -> int:
-    import json
-
-    from . import tracking
+    from . import report, tracking
     from .methods import METHODS, Budget
     from .store import ensure_references
     from .unlearning import unlearn
@@ -160,12 +158,15 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
         removed = bool(out.metrics["poison_removed"])
         tracking.set_tags({"poison_removed": str(removed).lower()})
         if a.register:
-            src, ret = refs.versions["poisoned"], refs.versions["retrain"]
-            lineage = {"scenario_hash": cfg.hash, "method": method.name, "source_model": str(src),
-                       "retrain_model": str(ret), "budget": str(a.budget),
-                       "config": json.dumps(cfg_params, default=str)}
+            hparams = {**cfg_params, "budget": a.budget}
+            lineage = {"scenario_hash": cfg.hash, "method": method.name, **tracking.reference_tags(refs.versions),
+                       **{f"param.{k}": str(v) for k, v in hparams.items()}}
+            description = report.describe_unlearned(
+                method.name, out.metrics, refs.metrics, refs.versions, refs.scenario.attack.removal_metric,
+                f"one `unlearn` run at budget {a.budget:g}", refs.scenario.attack.residual_test)
             mv = tracking.log_model(out.model, refs.scenario.spec, tracking.unlearned_role(method.name),
-                                    input_example=refs.scenario.data.x_test[:2], tags=lineage)
+                                    input_example=refs.scenario.data.x_test[:2], tags=lineage, name=method.name,
+                                    params=hparams, metrics=out.metrics, description=description)
             log.info("registered %s v%s", mv.name, mv.version)
     table = {"poisoned": refs.metrics["poisoned"], method.name: out.metrics, "retrain": refs.metrics["retrain"]}
     _print_table(f"{method.name} on scenario {cfg.hash}, budget {a.budget:g}", table)

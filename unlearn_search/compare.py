@@ -81,8 +81,8 @@ def run_compare(
     check_range("seeds", seeds, low=1)
     if not nested:
         tracking.configure(experiment)
-    tags = {"entry_point": "compare", "scenario_hash": base.hash, "attack": base.attack}
-    with tracking.run(f"compare-{base.attack}-{base.hash[:8]}", tags=tags, nested=nested):
+    tags = {"entry_point": "compare", tracking.KIND: "compare", "scenario_hash": base.hash, "attack": base.attack}
+    with tracking.run(f"compare {base.attack}", tags=tags, nested=nested):
         tracking.log_params({**base.to_flat(), "methods": ",".join(methods), "seeds": seeds,
                              "budget_levels": ",".join(f"{x:g}" for x in levels), "n_trials": tune_template.n_trials,
                              "budget_max": tune_template.budget_max,
@@ -119,16 +119,34 @@ def run_compare(
         tracking.log_text(md, "comparison.md")
         tracking.log_text(report.csv(table), "comparison.csv")
         tracking.log_text(report.per_seed_csv(per_seed, seed_list, order), "comparison_per_seed.csv")
-        for row in table:
-            prefix = row.name.replace(" ", "_")
-            extra = {"removal_ci_low": row.ci[0], "removal_ci_high": row.ci[1], "removed_seeds": row.removed,
-                     "combined_pvalue": row.combined_pvalue, "search_still_improving_seeds": row.improving}
-            if row.combined_removed is not None:
-                extra["combined_poison_removed"] = float(row.combined_removed)
-            tracking.log_metrics({f"{prefix}.{k}": v for k, v in {**row.mean, **extra}.items() if math.isfinite(v)})
         _plots(table, curves, levels, histories)
-    print(f"{base.attack}:\n{md}")
-    return {"table": table, "curves": curves, "markdown": md}
+        sentence = report.headline(table, seeds, base.attack)
+        tracking.set_description(f"{sentence}\n\n{md}\nFigures: `plots/removal_by_seed.png` (the central one), "
+                                 "`plots/dashboard.html` (all, interactive). One nested run per row carries the "
+                                 "row's numbers under the same metric names as trials and tune runs.")
+        tracking.set_tags({"headline": sentence[:250]})
+        _row_runs(table, base)
+        url = tracking.run_url()
+    print(f"{base.attack}:\n{md}\n{sentence}\nresults: {url}")
+    return {"table": table, "curves": curves, "markdown": md, "headline": sentence, "url": url}
+
+
+def _row_runs(table: list[report.Row], base: ScenarioConfig) -> None:
+    """One nested run per table row (each method and both references), named by the row, tagged ``method`` and
+    ``kind=row``, with the row's numbers under the plain metric names (``removal``, ``test_acc``, ``gus_z``, ...:
+    means over seeds) plus its interval and verdict: one bar chart of ``removal`` in MLflow compares the methods."""
+    for row in table:
+        reference = row.name in report.REFERENCE_ROWS
+        tags = {tracking.KIND: "row", "method": row.name, "row": "reference" if reference else "method",
+                "scenario_hash": base.hash, "attack": base.attack, "verdict": report.verdict_cell(row),
+                "search": report.search_cell(row)}
+        extra = {"removal_ci_low": row.ci[0], "removal_ci_high": row.ci[1], "removed_seeds": float(row.removed),
+                 "seeds": float(row.n + row.missing), "combined_pvalue": row.combined_pvalue,
+                 "search_still_improving_seeds": float(row.improving)}
+        if row.combined_removed is not None:
+            extra["combined_poison_removed"] = float(row.combined_removed)
+        with tracking.run(row.name, tags=tags, nested=True):
+            tracking.log_metrics({k: v for k, v in {**row.mean, **extra}.items() if math.isfinite(v)})
 
 
 def run_compare_attacks(
@@ -145,22 +163,25 @@ def run_compare_attacks(
         return run_compare(methods, bases[0], seeds, levels, tune_template, ctx, experiment)
     tracking.configure(experiment)
     attacks = [b.attack for b in bases]
-    with tracking.run(f"compare-attacks-{'-'.join(attacks)}", tags={"entry_point": "compare_attacks"}):
+    with tracking.run(f"compare {', '.join(attacks)}", tags={"entry_point": "compare_attacks",
+                                                               tracking.KIND: "compare_attacks"}):
         tracking.log_params({"attacks": ",".join(attacks), "methods": ",".join(methods), "seeds": seeds,
                              "n_trials": tune_template.n_trials, "budget_max": tune_template.budget_max,
                              **{k: v for k, v in bases[0].to_flat().items() if not k.startswith("attack")}})
-        tables = {}
-        for b in bases:
-            tables[b.attack] = run_compare(methods, b, seeds, levels, tune_template, ctx, experiment,
-                                           nested=True)["table"]
+        runs = {b.attack: run_compare(methods, b, seeds, levels, tune_template, ctx, experiment, nested=True)
+                for b in bases}
+        tables = {a: r["table"] for a, r in runs.items()}
         md = report.side_by_side(tables, {a: ATTACKS.get(a).removal_metric for a in attacks}, seeds)
         tracking.log_text(md, "comparison_attacks.md")
+        tracking.set_description("\n\n".join(run["headline"] for run in runs.values())
+                                 + f"\n\n{md}\nEach attack's comparison is a nested run with its own table.")
         names = [r.name for r in next(iter(tables.values()))]
         removal = {a: [_mean(t, n, "removal") for n in names] for a, t in tables.items()}
         tracking.log_figures("removal_by_attack", plots.grouped_bars(
             names, removal, "poison removal (0 = none, 1 = retrain)",
             "Best poison removal found, per attack (each method at its best feasible trial)"))
-    print(f"attacks side by side:\n{md}")
+        url = tracking.run_url()
+    print(f"attacks side by side:\n{md}\nresults: {url}")
     return {"tables": tables, "markdown": md}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -111,6 +112,28 @@ def _cell(row: Row, key: str) -> str:
     if key == "gus" and "gus_se" in row.mean:  # one seed: the standard error of the mean over poisons
         return f"{m:.3g} ± {row.mean['gus_se']:.2g}"
     return f"{m:.3g}"
+
+
+def headline(rows: Sequence[Row], n_seeds: int, attack: str) -> str:
+    """The comparison's answer in one sentence: which methods removed the poison at their best case, and the best
+    mean removal found."""
+    methods = [r for r in rows if r.name not in REFERENCE_ROWS]
+    over = f"over {n_seeds} seeds" if n_seeds > 1 else "on 1 seed"
+    removed = [r.name for r in methods if (r.combined_removed if r.combined_removed is not None
+                                           else r.n > 0 and r.removed == r.n)]
+    if not methods:
+        return f"{attack} poisoning, {over}: no method compared."
+    if removed:
+        who = f"{', '.join(removed)} removed the poison" + ("" if len(removed) == len(methods) else
+                                                            f"; {len(methods) - len(removed)} of {len(methods)} "
+                                                            "methods did not")
+    else:
+        who = f"none of the {len(methods)} methods removed the poison, even at its best case"
+    scored = [r for r in methods if "removal" in r.mean]
+    best = max(scored, key=lambda r: r.mean["removal"], default=None)
+    top = (f" Highest mean removal: {best.name}, {_cell(best, 'removal')} (0 = no unlearning, 1 = retraining)."
+           if best is not None else "")
+    return f"{attack} poisoning, {over}: {who}.{top}"
 
 
 def verdict_cell(row: Row) -> str:
@@ -217,3 +240,26 @@ def best_at_levels(feasible: Sequence[dict[str, float]], levels: Sequence[float]
         ok = [m["removal"] for m in feasible if m["budget_used"] <= level + 1e-12 and math.isfinite(m["removal"])]
         out.append(max(ok) if ok else float("nan"))
     return out
+
+
+def describe_unlearned(method: str, metrics: Mapping[str, float], refs: Mapping[str, Mapping[str, float]],
+                       versions: Mapping[str, Any], key: str, origin: str, residual_test: str) -> str:
+    """The Markdown description of a registered unlearned model: its verdict, its key numbers beside the two
+    references', and which reference versions it was judged against."""
+    removed = bool(metrics.get("poison_removed", 0.0))
+    rows = [("removal (0 = none, 1 = retrain)", "removal", 0.0, 1.0), ("test accuracy", "test_acc", None, None),
+            (key, key, None, None), ("MIA TPR at 1% FPR", "mia_tpr_at_1fpr", None, None),
+            ("compute used (retrain = 1)", "budget_used", 0.0, 1.0)]
+    lines = [f"**{method}**, {origin}: poison **{'removed' if removed else 'NOT removed'}** ({residual_test}: "
+             f"p = {metrics.get('removal_pvalue', float('nan')):.3g}).", "",
+             f"| | {method} | poisoned | retrain |", "|---|---|---|---|"]
+    for title, k, p_default, r_default in rows:
+        p = refs["poisoned"].get(k, p_default)
+        r = refs["retrain"].get(k, r_default)
+        lines.append(f"| {title} | {_g(metrics.get(k))} | {_g(p)} | {_g(r)} |")
+    lines += ["", f"Judged against `{versions['poisoned']}` (poisoned) and `{versions['retrain']}` (retrain)."]
+    return "\n".join(lines)
+
+
+def _g(v: Any) -> str:
+    return "-" if v is None or not math.isfinite(float(v)) else f"{float(v):.4g}"

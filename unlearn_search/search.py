@@ -260,6 +260,7 @@ def make_objective(
         cfg = method.config(**params)
         reporter.started(trial, {**params, "budget": budget})
         metrics: dict[str, float] = {}
+        reached: dict[str, float] = {}  # a pruned trial's last intermediate evaluation (what it had reached)
         callback_time = [0.0]  # intermediate evaluation, timed apart from the method's own compute
 
         def on_epoch(epoch: int, model: nn.Module, values: dict[str, float]) -> None:
@@ -270,6 +271,7 @@ def make_objective(
             t0 = time.perf_counter()
             current = attack.evaluate(model, scenario.data, scenario.poisoning, ctx)[key]
             removal = (m_p - current) / (m_p - m_r)
+            reached.update({"removal": removal, key: current, "epochs_done": float(epoch + 1)})
             trial.report(removal, epoch)
             prune = trial.should_prune()
             callback_time[0] += time.perf_counter() - t0
@@ -291,7 +293,7 @@ def make_objective(
             raise optuna.TrialPruned(str(e)) from None
         except optuna.TrialPruned as e:
             trial.set_user_attr("reason", str(e))
-            reporter.finished(trial, "pruned", metrics, str(e))
+            reporter.finished(trial, "pruned", metrics or reached, str(e))
             raise
         except Exception as e:
             reason = f"{type(e).__name__}: {e}"

@@ -142,17 +142,29 @@ def _log_references(models: dict[str, nn.Module], scenario: Scenario, cfg: Scena
             m["train_compute"] = scenario.config.train.epochs * float(len(x_train))
             tracking.log_metrics(m)
             tags = {**lineage, "role": role, **_str(cfg.to_flat())}
-            logged[role] = (tracking.log_model_unregistered(model, scenario.spec, tags,
+            logged[role] = (tracking.log_model_unregistered(model, scenario.spec, tags, name=role, metrics=m,
                                                             input_example=scenario.data.x_test[:2]), tags)
             metrics[role] = m
     for role, (uri, tags) in logged.items():
-        refs[role] = tracking.VersionRef.of(tracking.register(uri, role, tags))
+        refs[role] = tracking.VersionRef.of(tracking.register(uri, role, tags, description=_describe_reference(
+            role, cfg, metrics[role], scenario.attack.removal_metric)))
         # what `find_references` would download again: the same bytes (weights-only state, exact round trip)
         state = {k: v.detach().cpu().clone() for k, v in models[role].state_dict().items()}
         _cached(("weights", refs[role].run_id), functools.partial(tuple, (scenario.spec, state)))
         key, m = scenario.attack.removal_metric, metrics[role]
         log.info("%s: test_acc %.3f %s %.3g (registered %s v%s)", role, m["test_acc"], key, m.get(key, float("nan")),
                  refs[role].name, refs[role].version)
+
+
+def _describe_reference(role: str, cfg: ScenarioConfig, m: dict[str, float], key: str) -> str:
+    """The registered version's description: what the model is, and its key numbers."""
+    what = ("trained on the poisoned training set (clean data plus the poisons): the model to unlearn from"
+            if role == "poisoned" else
+            "retrained from scratch without the poisons: the gold standard every unlearned model is judged against")
+    return (f"**{role}** reference of scenario `{cfg.hash}` ({cfg.attack} attack on {cfg.dataset}, model "
+            f"{cfg.model}, seed {cfg.seed}): {what}.\n\n"
+            f"test accuracy {m['test_acc']:.4g}; {key} {m.get(key, float('nan')):.4g}; "
+            f"MIA TPR at 1% FPR {m.get('mia_tpr_at_1fpr', float('nan')):.4g}")
 
 
 def ensure_references(cfg: ScenarioConfig, ctx: RunContext, poll_s: float = 2.0, own_run: bool = False) -> References:

@@ -293,9 +293,14 @@ def _pip_requirements() -> list[str]:
 
 
 def log_model(
-    model: nn.Module, spec: ModelSpec, role: str, tags: dict[str, str], input_example: torch.Tensor
+    model: nn.Module, spec: ModelSpec, role: str, tags: dict[str, str], input_example: torch.Tensor,
+    name: str = "model", params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
+    description: str | None = None,
 ) -> ModelVersion:
     """Log ``model`` to the active run and register it as ``unlearn_search.<role>`` with ``tags``.
+
+    ``name`` is the logged model's name (what the run's and the version's pages show), ``params`` and ``metrics``
+    are the logged model's own (the version's page lists them), ``description`` the version's Markdown description.
 
     Two forms are stored: the MLflow PyTorch model, in MLflow's ``pt2`` format (a ``torch.export`` graph:
     ``mlflow.pytorch.load_model`` works without unlearn_search installed and unpickles no code; its signature comes
@@ -303,26 +308,43 @@ def log_model(
     the weights-only state dict and the `ModelSpec`, which `load_weights` turns back into a trainable module
     without unpickling code.
     """
-    name = registered_name(role)
-    info = _log_model_files(model, spec, input_example, tags, registered_model_name=name)
-    return MlflowClient().get_model_version(name, str(info.registered_model_version))
+    registered = registered_name(role)
+    info = _log_model_files(model, spec, input_example, tags, registered_model_name=registered, name=name,
+                            params=params)
+    if metrics:
+        clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+        mlflow.log_metrics(clean, model_id=info.model_id)
+    client = MlflowClient()
+    if description:
+        client.update_model_version(registered, str(info.registered_model_version), description=description)
+    return client.get_model_version(registered, str(info.registered_model_version))
 
 
-def log_model_unregistered(model: nn.Module, spec: ModelSpec, tags: dict[str, str], input_example: torch.Tensor) -> str:
+def log_model_unregistered(model: nn.Module, spec: ModelSpec, tags: dict[str, str], input_example: torch.Tensor,
+                           name: str = "model", metrics: dict[str, float] | None = None) -> str:
     """`log_model` without the registration: returns the logged model's URI, for `register` once everything that
     the versions need has been written (a scenario registers its two references only when both are logged)."""
-    return str(_log_model_files(model, spec, input_example, tags).model_uri)
+    info = _log_model_files(model, spec, input_example, tags, name=name)
+    if metrics:
+        clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+        mlflow.log_metrics(clean, model_id=info.model_id)
+    return str(info.model_uri)
 
 
-def register(model_uri: str, role: str, tags: dict[str, str]) -> ModelVersion:
-    """Register a model logged by `log_model_unregistered` as ``unlearn_search.<role>`` with ``tags``."""
+def register(model_uri: str, role: str, tags: dict[str, str], description: str | None = None) -> ModelVersion:
+    """Register a model logged by `log_model_unregistered` as ``unlearn_search.<role>`` with ``tags`` (and the
+    version's Markdown ``description``)."""
     mv = mlflow.register_model(model_uri, registered_name(role), await_registration_for=0,
                                tags={k: str(v) for k, v in tags.items()})
-    return MlflowClient().get_model_version(mv.name, str(mv.version))
+    client = MlflowClient()
+    if description:
+        client.update_model_version(mv.name, str(mv.version), description=description)
+    return client.get_model_version(mv.name, str(mv.version))
 
 
 def _log_model_files(model: nn.Module, spec: ModelSpec, input_example: torch.Tensor, tags: dict[str, str],
-                     registered_model_name: str | None = None) -> Any:
+                     registered_model_name: str | None = None, name: str = "model",
+                     params: dict[str, Any] | None = None) -> Any:
     model = model.cpu().eval()
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(model.state_dict(), Path(tmp) / "state_dict.pt")
@@ -332,8 +354,9 @@ def _log_model_files(model: nn.Module, spec: ModelSpec, input_example: torch.Ten
     # one set_model_version_tag call each: about 0.2 s less per reference model (20-odd tags) on SQLite.
     return mlflow.pytorch.log_model(
         model,
-        name="model",
+        name=name,
         registered_model_name=registered_model_name,
+        params={k: str(v) for k, v in (params or {}).items()} or None,
         pip_requirements=_pip_requirements(),
         serialization_format="pt2",
         input_example=input_example.cpu().numpy(),
@@ -374,10 +397,15 @@ def run_metrics(run_id: str) -> dict[str, float]:
 
 
 def active_run_id() -> str:
-    r = mlflow.active_run()
-    if r is None:
-        raise RuntimeError("no active MLflow run")
-    return r.info.run_id
+    return _active().info.run_id
+
+
+def active_experiment_id() -> str:
+    return str(_active().info.experiment_id)
+
+
+def experiment_name() -> str:
+    return str(MlflowClient().get_experiment(active_experiment_id()).name)
 
 
 @dataclass(frozen=True)
@@ -410,8 +438,67 @@ def log_figures(name: str, figures: tuple[Any, Any]) -> None:
     mlflow.log_figure(ply, f"plots/{name}.html")
 
 
+def reference_tags(versions: dict[str, VersionRef]) -> dict[str, str]:
+    """Tags that link an unlearned model to the references it was judged against: ``source_model`` (the poisoned
+    version it started from) and ``retrain_model``, each ``<registered name>/<version>``."""
+    return {"source_model": str(versions["poisoned"]), "retrain_model": str(versions["retrain"])}
+
+
 def set_alias(role: str, alias: str, version: str) -> None:
     MlflowClient().set_registered_model_alias(registered_name(role), alias, version)
+
+
+#: Suffix of the experiment that holds an experiment's tune trials (see `trials_experiment_id`).
+TRIALS_SUFFIX = " trials"
+#: The tag that says what a run is: ``compare``, ``row`` (one line of a comparison), ``tune``, ``trial``, ...
+KIND = "kind"
+#: The tag MLflow renders as a run's description (Markdown) on its Overview page.
+DESCRIPTION = "mlflow.note.content"
+
+
+def trials_experiment_id(experiment_id: str | None = None) -> str:
+    """The experiment holding the tune trials of ``experiment_id`` (default: the active run's): its name plus
+    `TRIALS_SUFFIX`, created on first use. Trials live apart so that the hundreds of them a comparison makes do not
+    page the comparison itself out of the main experiment's runs view; each trial run names its tune run in the tag
+    ``tune_run`` (an MLflow parent link cannot cross experiments)."""
+    client = MlflowClient()
+    if experiment_id is None:
+        experiment_id = _active().info.experiment_id
+    name = client.get_experiment(experiment_id).name + TRIALS_SUFFIX
+
+    def get_or_create() -> str:
+        found = client.get_experiment_by_name(name)
+        return str(found.experiment_id) if found is not None else str(client.create_experiment(name))
+
+    return str(_retry_races(get_or_create))
+
+
+def _active() -> Run:
+    r = mlflow.active_run()
+    if r is None:
+        raise RuntimeError("no active MLflow run")
+    return r
+
+
+def set_description(markdown: str) -> None:
+    """The active run's description, which MLflow's UI renders as Markdown on the run's Overview page."""
+    mlflow.set_tag(DESCRIPTION, markdown)
+
+
+def run_url(run_id: str | None = None) -> str:
+    """Where a run opens in MLflow's UI (its classic Overview page): under the tracking server's own address when
+    the tracking URI is one, else under ``mlflow ui``'s default address (http://127.0.0.1:5000)."""
+    run = _active() if run_id is None else MlflowClient().get_run(run_id)
+    uri = mlflow.get_tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{redact_uri(base)}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+
+
+def experiment_url(experiment_id: str) -> str:
+    """The experiment's classic runs view (``mlflow ui`` otherwise opens on the GenAI overview)."""
+    uri = mlflow.get_tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{redact_uri(base)}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 class ChildRunWriter:
@@ -420,15 +507,21 @@ class ChildRunWriter:
     Used per tune trial: each child run is three store calls (create, one batch, terminate) made while the next
     trial already computes, so MLflow's per-call cost does not add to the study's time. `close` waits for every
     write and re-raises the first error, so nothing is silently lost.
+
+    ``experiment_id``: write the runs into another experiment (the trials experiment), linked to the active run by
+    the tag ``link_tag`` instead of MLflow's parent link (which the UI does not follow across experiments).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, experiment_id: str | None = None, link_tag: str = "tune_run") -> None:
         from concurrent.futures import Future, ThreadPoolExecutor
 
-        parent = mlflow.active_run()
-        if parent is None:
-            raise RuntimeError("no active MLflow run to attach child runs to")
-        self.parent_id, self.experiment_id = parent.info.run_id, parent.info.experiment_id
+        parent = _active()
+        self.parent_id = parent.info.run_id
+        self.experiment_id = experiment_id or parent.info.experiment_id
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        self.link = {MLFLOW_PARENT_RUN_ID if experiment_id in (None, parent.info.experiment_id) else link_tag:
+                     self.parent_id}
         self.client = MlflowClient()
         self.provenance = provenance()
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-child-runs")
@@ -445,9 +538,9 @@ class ChildRunWriter:
     def _write(self, name: str, start_ms: int, end_ms: int, params: dict[str, Any], metrics: dict[str, float],
                tags: dict[str, str], failed: bool) -> str:
         from mlflow.entities import Metric, Param
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-        all_tags = {**self.provenance, **tags, MLFLOW_PARENT_RUN_ID: self.parent_id, MLFLOW_RUN_NAME: name}
+        all_tags = {**self.provenance, **tags, **self.link, MLFLOW_RUN_NAME: name}
         child = self.client.create_run(self.experiment_id, start_time=start_ms, tags=all_tags, run_name=name)
         finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
         self.client.log_batch(child.info.run_id, metrics=[Metric(k, v, end_ms, 0) for k, v in finite.items()],
@@ -467,16 +560,15 @@ class ChildRunWriter:
             f.result()  # re-raise a failed write
 
 
-def search_runs(filter_string: str) -> list[Run]:
-    """Every run of the active run's experiment matching ``filter_string`` (all pages)."""
+def search_runs(filter_string: str, experiment_ids: list[str] | None = None) -> list[Run]:
+    """Every run of ``experiment_ids`` (default: the active run's experiment) matching ``filter_string`` (all
+    pages)."""
     client = MlflowClient()
-    experiment = mlflow.active_run()
-    if experiment is None:
-        raise RuntimeError("no active MLflow run")
+    ids = experiment_ids or [_active().info.experiment_id]
     out: list[Run] = []
     token = None
     while True:
-        page = client.search_runs([experiment.info.experiment_id], filter_string, max_results=1000, page_token=token)
+        page = client.search_runs(ids, filter_string, max_results=1000, page_token=token)
         out.extend(page)
         token = page.token
         if not token:

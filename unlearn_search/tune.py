@@ -41,11 +41,31 @@ def summary_keys(removal_metric: str) -> tuple[str, ...]:
     return ("removal", "test_acc", removal_metric, "mia_tpr_at_1fpr", "budget_used", "removal_pvalue")
 
 
-class MlflowTrialReporter:
-    """Each trial is a nested MLflow run under the study's parent run, ended with its state as a tag."""
+#: How a trial's run name marks a state other than complete (charts show run names on hover).
+STATE_SUFFIX = {"complete": "", "infeasible": " (utility lost)", "pruned": " (pruned)", "failed": " (failed)"}
 
-    def __init__(self, study_name: str, n_planned: int, writer: tracking.ChildRunWriter) -> None:
-        self.study_name, self.n_planned, self.done, self.writer = study_name, n_planned, 0, writer
+
+def trial_run(method: str, study: str, number: int, state: str, reason: str = "",
+              **extra: str) -> tuple[str, dict[str, str]]:
+    """A trial run's name (method first: ``scrub / trial 3``, with its state when not complete) and tags."""
+    tags = {tracking.KIND: "trial", "method": method, "study": study, "trial": str(number), "state": state, **extra}
+    if reason:
+        tags["reason"] = reason[:500]
+    return f"{method} / trial {number}{STATE_SUFFIX.get(state, f' ({state})')}", tags
+
+
+def trial_metrics(metrics: dict[str, float], state: str) -> dict[str, float]:
+    """What a trial run logs: its metrics (a pruned trial's, the removal it had reached) and ``feasible`` (1: it
+    counts towards the best case; 0: utility lost, pruned or failed), so charts can tell the two apart."""
+    return {**metrics, "feasible": float(state == "complete")}
+
+
+class MlflowTrialReporter:
+    """Each trial is a run in the trials experiment, linked to the study's tune run, with its state as a tag."""
+
+    def __init__(self, method: str, study_name: str, n_planned: int, writer: tracking.ChildRunWriter) -> None:
+        self.method, self.study_name, self.n_planned, self.done, self.writer = (method, study_name, n_planned, 0,
+                                                                                writer)
         self.best: tuple[float, int] | None = None
         self.t0 = time.perf_counter()
 
@@ -55,10 +75,8 @@ class MlflowTrialReporter:
         self.start_ms = int(time.time() * 1000)
 
     def finished(self, trial: optuna.Trial, state: str, metrics: dict[str, float], reason: str) -> None:
-        tags = {"study": self.study_name, "trial": str(trial.number), "state": state}
-        if reason:
-            tags["reason"] = reason[:500]
-        self.writer.submit(f"trial-{trial.number}", self.start_ms, self.params, metrics, tags,
+        name, tags = trial_run(self.method, self.study_name, trial.number, state, reason)
+        self.writer.submit(name, self.start_ms, self.params, trial_metrics(metrics, state), tags,
                            failed=state == "failed")
         self.done += 1
         removal = metrics.get("removal", float("nan"))
@@ -86,9 +104,10 @@ def run_tune(
     study = open_study(tc, cfg.hash)  # first: a study of another scenario or seed is refused before any run exists
     if not nested:
         tracking.configure(experiment)
-    tags = {"entry_point": "tune", "method": tc.method, "scenario_hash": cfg.hash, "study": study_name,
-            "worker": worker_id()}
-    with tracking.run(f"tune-{study_name}", tags=tags, nested=nested):
+    tags = {"entry_point": "tune", tracking.KIND: "tune", "method": tc.method, "scenario_hash": cfg.hash,
+            "study": study_name, "worker": worker_id()}
+    # method first, short: a comparison has one tune run per method and seed
+    with tracking.run(f"{tc.method} / seed {cfg.seed}" if nested else tc.method, tags=tags, nested=nested):
         tracking.log_params({**cfg.to_flat(), "method": tc.method, "n_trials": tc.n_trials, "timeout": tc.timeout,
                              "budget_max": tc.budget_max, "sampler.seed": tc.seed, "mode": tc.mode,
                              "utility_tolerance": tc.utility_tolerance})
@@ -110,10 +129,10 @@ def run_tune(
             tracking.set_tags({"attack_effect": "none"})
             n_run = 0
         tracking.set_tags({"reused_trials": str(len(finished)), "new_trials": str(n_run)})
-        writer = tracking.ChildRunWriter()
+        writer = tracking.ChildRunWriter(experiment_id=tracking.trials_experiment_id())
         if study.get_trials(deepcopy=False):
-            reconcile(study, writer)
-        reporter = MlflowTrialReporter(study_name, n_run, writer)
+            reconcile(study, writer, tc.method)
+        reporter = MlflowTrialReporter(tc.method, study_name, n_run, writer)
         objective = make_objective(tc, method, sc, refs.models["poisoned"], refs.metrics, retrain_scores, ctx,
                                    reporter)
         log.info("study %s: %d trials so far; running %d more (storage %s)", study_name, len(finished), n_run,
@@ -123,7 +142,7 @@ def run_tune(
                 study.optimize(objective, n_trials=n_run, timeout=tc.timeout or None, catch=(Exception,))
         except BaseException:  # interrupted (Optuna has failed the trial): give that trial its child run too
             writer.flush()  # the trials this process finished have their child runs queued: let them land first
-            reconcile(study, writer, interrupted=True)
+            reconcile(study, writer, tc.method, interrupted=True)
             raise
         finally:
             writer.close()
@@ -173,7 +192,7 @@ def summarise(
         print(verdict)
         return result
     bm = best.user_attrs["metrics"]
-    tracking.log_metrics(bm, prefix="best.")
+    tracking.log_metrics(bm)  # the tune run's metrics are its best trial's, under the same names as everywhere
     tracking.log_params({f"best.{k}": v for k, v in best.params.items()})
     detected = bm["removal_pvalue"] < 0.05
     verdict = (f"best removal found {bm['removal']:.3f} at budget {bm['budget_used']:.3f} (trial {best.number}); "
@@ -185,6 +204,11 @@ def summarise(
                     "trials): run more trials")
     tracking.set_tags({"verdict": verdict, "best_trial": str(best.number)})
     tracking.log_text(verdict + "\n", "verdict.txt")
+    tracking.set_description(
+        f"**{tc.method}**: {verdict}\n\nBest trial's hyperparameters: "
+        + ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}" for k, v in best.params.items())
+        + f".\n\nTrials: experiment *{tracking.experiment_name()}{tracking.TRIALS_SUFFIX}*, search "
+        f"`tags.study = '{study.study_name}'`.")
     if tc.mode == "pareto":
         front = [{"trial": t.number, **{k: t.user_attrs["metrics"][k] for k in ("removal", "budget_used")}}
                  for t in pareto_trials(study)]
@@ -212,10 +236,15 @@ def _register_best(model: nn.Module, study: optuna.Study, best: Any, tc: TuneCon
     key = {"study": study.study_name, "trial": str(best.number)}
     existing = tracking.find_versions(role, key)
     if not existing:
-        mv = tracking.log_model(model, sc.spec, role, input_example=sc.data.x_test[:2],
+        bm = best.user_attrs["metrics"]
+        description = report.describe_unlearned(
+            tc.method, bm, refs.metrics, refs.versions, sc.attack.removal_metric,
+            f"best feasible trial ({best.number}) of study `{study.study_name}`", sc.attack.residual_test)
+        mv = tracking.log_model(model, sc.spec, role, input_example=sc.data.x_test[:2], name=tc.method,
+                                params=best.params, metrics=bm, description=description,
                                 tags={**key, "scenario_hash": sc.config.hash, "method": tc.method,
-                                      "source_model": str(refs.versions["poisoned"]),
-                                      "params": json.dumps(best.params)})
+                                      **tracking.reference_tags(refs.versions),
+                                      **{f"param.{k}": str(v) for k, v in best.params.items()}})
         existing = tracking.find_versions(role, key)
         if min(int(v.version) for v in existing) != int(mv.version):  # another worker registered it first
             tracking.delete_version(role, str(mv.version))
@@ -225,7 +254,7 @@ def _register_best(model: nn.Module, study: optuna.Study, best: Any, tc: TuneCon
     return f"{keep.name}/{keep.version}"
 
 
-def reconcile(study: optuna.Study, writer: tracking.ChildRunWriter, interrupted: bool = False) -> None:
+def reconcile(study: optuna.Study, writer: tracking.ChildRunWriter, method: str, interrupted: bool = False) -> None:
     """Make the study's MLflow record whole again after a worker died or was interrupted.
 
     A killed worker leaves its tune run RUNNING, may leave a trial RUNNING, and may lose child runs still queued in
@@ -240,12 +269,12 @@ def reconcile(study: optuna.Study, writer: tracking.ChildRunWriter, interrupted:
     trial, reported quietly since the interrupt itself is reported).
     """
     name, me, mine = study.study_name, tracking.active_run_id(), worker_id()
-    runs = tracking.search_runs(f"tags.study = '{name}'")
+    runs = tracking.search_runs(f"tags.study = '{name}'", [tracking.active_experiment_id(), writer.experiment_id])
     running = {r.info.run_id: r.data.tags.get("worker", "") for r in runs if r.info.status == "RUNNING"
                and "trial" not in r.data.tags and r.info.run_id != me}
     dead = {run_id: worker for run_id, worker in running.items() if is_dead(worker)}
     for r in runs:
-        parent = r.data.tags.get("mlflow.parentRunId", "")
+        parent = r.data.tags.get("mlflow.parentRunId") or r.data.tags.get("tune_run", "")
         if r.info.run_id in dead or (r.info.status == "RUNNING" and parent in dead):
             worker = dead.get(r.info.run_id) or dead[parent]
             tracking.end_run_as(r.info.run_id, "KILLED", f"worker {worker} died; found when run {me} resumed study "
@@ -276,10 +305,10 @@ def reconcile(study: optuna.Study, writer: tracking.ChildRunWriter, interrupted:
         reason = str(t.user_attrs.get("reason", ""))
         if t.state == TrialState.FAIL and not reason:
             reason = "interrupted" if owner == mine else f"worker {owner or '(unrecorded)'} died"
-        tags = {"study": name, "trial": str(t.number), "state": "failed" if state == "fail" else state,
-                "reconciled": "true", **({"reason": reason[:500]} if reason else {})}
+        state = "failed" if state == "fail" else state
+        run_name, tags = trial_run(method, name, t.number, state, reason, reconciled="true")
         start = int(t.datetime_start.timestamp() * 1000) if t.datetime_start else int(time.time() * 1000)
-        writer.submit(f"trial-{t.number}", start, t.params, dict(t.user_attrs.get("metrics", {})), tags,
+        writer.submit(run_name, start, t.params, trial_metrics(dict(t.user_attrs.get("metrics", {})), state), tags,
                       failed=t.state == TrialState.FAIL)
 
 
