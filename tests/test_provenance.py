@@ -8,6 +8,7 @@ import platform
 import time
 
 import mlflow
+import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
@@ -67,3 +68,45 @@ def test_child_runs_carry_provenance_and_their_trial_times(mlflow_store):
     assert child.data.metrics == {"removal": 0.5} and child.data.params == {"lr": "0.1"}
     assert child.info.status == "FINISHED" and child.data.tags["state"] == "complete"
     assert mlflow.active_run() is None
+
+
+def test_child_runs_written_by_a_writer_process_that_died_are_written_here(mlflow_store):
+    """The writer process killed from outside (OOM killer, a stray kill): what it had not written is written by the
+    tuning process itself when it flushes, so no trial run is lost."""
+    import os
+    import signal
+
+    with tracking.run("parent") as parent:
+        writer = tracking.ChildRunWriter()
+        writer.submit("first", 0, {}, {"removal": 0.1}, {"trial": "0"})
+        writer.flush()
+        assert writer.pool is not None
+        for pid in list(writer.pool._processes):  # the writer process (pid of a ProcessPoolExecutor worker)
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        writer.submit("second", 0, {}, {"removal": 0.2}, {"trial": "1"})
+        writer.close()
+    runs = MlflowClient().search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(r.info.run_name for r in runs) == ["first", "second"]
+    assert {r.info.run_name: r.data.metrics["removal"] for r in runs} == {"first": 0.1, "second": 0.2}
+
+
+@pytest.mark.parametrize(("env", "cpus", "expected"), [
+    ({}, 2, 1), ({}, 1, 1), ({}, 8, 7), ({"OMP_NUM_THREADS": "2"}, 2, None), ({"UNLEARN_SEARCH_THREADS": "3"}, 2, 3)])
+def test_torch_leaves_a_core_free_unless_told(monkeypatch, env, cpus, expected):
+    import os
+
+    from unlearn_search.context import THREAD_ENV, leave_a_core
+
+    for k in THREAD_ENV:
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(cpus)  # torch's own default: one thread per core
+        got = leave_a_core()
+        assert got == (cpus if expected is None else expected) == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

@@ -432,6 +432,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # MLflow's store logs each database error with its traceback (a full disk: over a thousand lines); the error
     # itself reaches us as an exception and is reported in one line
     logging.getLogger("mlflow.store").setLevel(logging.CRITICAL)
+    from .context import leave_a_core
+
+    leave_a_core()  # before any torch work: see its docstring (and the provenance tag torch_threads)
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own per-trial progress line replaces Optuna's

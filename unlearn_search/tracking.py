@@ -502,61 +502,86 @@ def experiment_url(experiment_id: str) -> str:
 
 
 class ChildRunWriter:
-    """Writes finished child runs of the active run from a background thread.
+    """Writes finished child runs of the active run from a separate process (`runwriter`).
 
-    Used per tune trial: each child run is three store calls (create, one batch, terminate) made while the next
-    trial already computes, so MLflow's per-call cost does not add to the study's time. `close` waits for every
-    write and re-raises the first error, so nothing is silently lost.
+    Used per tune trial: each child run is three store calls made while the next trial already computes, in another
+    process so that MLflow's Python does not compete with the trial for the interpreter. `flush` waits for what was
+    submitted; `close` also re-raises the first error, so nothing is silently lost. If the writer process is gone
+    (killed from outside), the runs it had not written are written here, in this process. The process is started
+    with ``spawn``, which re-imports the ``__main__`` module: a script of the user's that runs a study must guard
+    its entry with ``if __name__ == "__main__":``, as Python's multiprocessing requires (``python -m unlearn_search``,
+    ``mlflow run``, notebooks and pytest need nothing).
 
     ``experiment_id``: write the runs into another experiment (the trials experiment), linked to the active run by
     the tag ``link_tag`` instead of MLflow's parent link (which the UI does not follow across experiments).
     """
 
     def __init__(self, experiment_id: str | None = None, link_tag: str = "tune_run") -> None:
-        from concurrent.futures import Future, ThreadPoolExecutor
+        from concurrent.futures import Future, ProcessPoolExecutor
+
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         parent = _active()
         self.parent_id = parent.info.run_id
         self.experiment_id = experiment_id or parent.info.experiment_id
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
         self.link = {MLFLOW_PARENT_RUN_ID if experiment_id in (None, parent.info.experiment_id) else link_tag:
                      self.parent_id}
-        self.client = MlflowClient()
         self.provenance = provenance()
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-child-runs")
-        self.futures: list[Future[str]] = []
+        self.pool: ProcessPoolExecutor | None = None  # started on the first run to write
+        self.jobs: list[tuple[Future[str], tuple[Any, ...]]] = []
 
     def submit(self, name: str, start_ms: int, params: dict[str, Any], metrics: dict[str, float],
                tags: dict[str, str], failed: bool = False, end_ms: int | None = None) -> None:
         """Queue a finished child run; its end time is ``end_ms`` (default: now, when the work it records ended),
-        not the later moment the background thread writes it."""
-        end_ms = int(time.time() * 1000) if end_ms is None else end_ms
-        self.futures.append(self.pool.submit(self._write, name, start_ms, end_ms, dict(params), dict(metrics),
-                                             dict(tags), failed))
+        not the later moment the writer process writes it."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-    def _write(self, name: str, start_ms: int, end_ms: int, params: dict[str, Any], metrics: dict[str, float],
-               tags: dict[str, str], failed: bool) -> str:
-        from mlflow.entities import Metric, Param
         from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-        all_tags = {**self.provenance, **tags, **self.link, MLFLOW_RUN_NAME: name}
-        child = self.client.create_run(self.experiment_id, start_time=start_ms, tags=all_tags, run_name=name)
-        finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-        self.client.log_batch(child.info.run_id, metrics=[Metric(k, v, end_ms, 0) for k, v in finite.items()],
-                              params=[Param(k, str(v)) for k, v in params.items()])
-        self.client.set_terminated(child.info.run_id, status="FAILED" if failed else "FINISHED", end_time=end_ms)
-        return str(child.info.run_id)
+        from . import runwriter
+
+        end_ms = int(time.time() * 1000) if end_ms is None else end_ms
+        all_tags = {**self.provenance, **{k: str(v) for k, v in tags.items()}, **self.link, MLFLOW_RUN_NAME: name}
+        args = (self.experiment_id, all_tags, name, start_ms, end_ms, dict(params), dict(metrics), failed)
+        from concurrent.futures.process import BrokenProcessPool
+
+        for _ in range(2):
+            if self.pool is None:
+                # spawn, not fork: a forked copy of a process running torch's thread pools can deadlock
+                self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=runwriter.init, initargs=(mlflow.get_tracking_uri(),))
+            try:
+                self.jobs.append((self.pool.submit(runwriter.write, *args), args))
+                return
+            except BrokenProcessPool:  # the writer process died: its lost runs are rewritten by `flush`
+                self.pool = None
+        raise RuntimeError("the MLflow writer process cannot be started")
 
     def flush(self) -> None:
-        """Wait until every child run submitted so far is written."""
+        """Wait until every child run submitted so far is written (here, for those the writer process lost)."""
         from concurrent.futures import wait
+        from concurrent.futures.process import BrokenProcessPool
 
-        wait(self.futures)
+        from . import runwriter
+
+        wait([f for f, _ in self.jobs])
+        for i, (f, args) in enumerate(self.jobs):
+            if isinstance(f.exception(), BrokenProcessPool):
+                from concurrent.futures import Future
+
+                done: Future[str] = Future()
+                try:
+                    done.set_result(runwriter.write(*args))
+                except Exception as e:  # kept for `close` to re-raise
+                    done.set_exception(e)
+                self.jobs[i] = (done, args)
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
-        for f in self.futures:
+        self.flush()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+        for f, _ in self.jobs:
             f.result()  # re-raise a failed write
 
 
