@@ -121,20 +121,28 @@ def run_compare(
         tracking.log_text(report.per_seed_csv(per_seed, seed_list, order), "comparison_per_seed.csv")
         _plots(table, curves, levels, histories)
         sentence = report.headline(table, seeds, base.attack)
-        tracking.set_description(f"{sentence}\n\n{md}\nFigures: `plots/removal_by_seed.png` (the central one), "
-                                 "`plots/dashboard.html` (all, interactive). One nested run per row carries the "
-                                 "row's numbers under the same metric names as trials and tune runs.")
+        short = report.markdown(table, seeds, keys=("removal", "test_acc", ATTACKS.get(base.attack).removal_metric,
+                                                    "mia_tpr_at_1fpr"))
+        tracking.set_description(
+            f"{sentence}\n\n{short}\nAll columns: `comparison.md`. Figures: `plots/removal_by_seed.png`, and every "
+            "figure interactive in `plots/dashboard.html`. Each row is also a run (tag `kind` = `row`, "
+            f"`compare_run` = this run's id) with the row's numbers under the metric names trials and tune runs use.")
         tracking.set_tags({"headline": sentence[:250]})
-        _row_runs(table, base)
+        _row_runs(table, base, name_suffix=f" ({base.attack})" if nested else "")
         url = tracking.run_url()
-    print(f"{base.attack}:\n{md}\n{sentence}\nresults: {url}")
+    print(f"{base.attack}:\n{md}\n{sentence}\nresults: {url}{tracking.serve_hint()}")
     return {"table": table, "curves": curves, "markdown": md, "headline": sentence, "url": url}
 
 
-def _row_runs(table: list[report.Row], base: ScenarioConfig) -> None:
-    """One nested run per table row (each method and both references), named by the row, tagged ``method`` and
-    ``kind=row``, with the row's numbers under the plain metric names (``removal``, ``test_acc``, ``gus_z``, ...:
-    means over seeds) plus its interval and verdict: one bar chart of ``removal`` in MLflow compares the methods."""
+def _row_runs(table: list[report.Row], base: ScenarioConfig, name_suffix: str = "") -> None:
+    """One run per table row (each method and both references), named by the row, tagged ``method``, ``kind=row``
+    and ``compare_run`` (the comparison's run id), with the row's numbers under the plain metric names
+    (``removal``, ``test_acc``, ``gus_z``, ...: means over seeds) plus its interval and verdict: one bar chart of
+    ``removal`` in MLflow compares the methods.
+
+    The rows are top-level runs, not nested under the comparison: MLflow's runs table collapses nested runs, and
+    its charts plot only the runs the table shows, so nested rows were invisible until expanded (the tune runs,
+    one per method and seed, stay nested under the comparison)."""
     for row in table:
         reference = row.name in report.REFERENCE_ROWS
         tags = {tracking.KIND: "row", "method": row.name, "row": "reference" if reference else "method",
@@ -145,8 +153,9 @@ def _row_runs(table: list[report.Row], base: ScenarioConfig) -> None:
                  "search_still_improving_seeds": float(row.improving)}
         if row.combined_removed is not None:
             extra["combined_poison_removed"] = float(row.combined_removed)
-        with tracking.run(row.name, tags=tags, nested=True):
-            tracking.log_metrics({k: v for k, v in {**row.mean, **extra}.items() if math.isfinite(v)})
+        tracking.log_finished_run(row.name + name_suffix, tags,
+                                  {k: v for k, v in {**row.mean, **extra}.items() if math.isfinite(v)},
+                                  link_tag="compare_run")
 
 
 def run_compare_attacks(
@@ -181,7 +190,7 @@ def run_compare_attacks(
             names, removal, "poison removal (0 = none, 1 = retrain)",
             "Best poison removal found, per attack (each method at its best feasible trial)"))
         url = tracking.run_url()
-    print(f"attacks side by side:\n{md}\nresults: {url}")
+    print(f"attacks side by side:\n{md}\nresults: {url}{tracking.serve_hint()}")
     return {"tables": tables, "markdown": md}
 
 

@@ -167,13 +167,18 @@ def search_cell(row: Row) -> str:
     return f"still improving{where}: run more trials"
 
 
-def markdown(rows: Sequence[Row], n_seeds: int) -> str:
+def markdown(rows: Sequence[Row], n_seeds: int, keys: Sequence[str] | None = None) -> str:
+    """The comparison table; ``keys``: only these metric columns (in this order) and no search column (the short
+    form a run's description shows)."""
     cols = _columns(rows)
-    head = ["method", *(title for _, title in cols), "poison removed", "search"]
+    if keys is not None:
+        titles = dict(cols)
+        cols = [(k, titles[k]) for k in keys if k in titles]
+    head = ["method", *(title for _, title in cols), "poison removed", *(["search"] if keys is None else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join([r.name, *(_cell(r, k) for k, _ in cols), verdict_cell(r),
-                                        search_cell(r)]) + " |")
+                                        *([search_cell(r)] if keys is None else [])]) + " |")
     if n_seeds > 1:
         note = (f"{n_seeds} seeds, each a full scenario with its own references and search; removal: mean [95% "
                 f"t-interval] over seeds; other columns: mean ± std over seeds; poison removed: "

@@ -491,7 +491,17 @@ def run_url(run_id: str | None = None) -> str:
     run = _active() if run_id is None else MlflowClient().get_run(run_id)
     uri = mlflow.get_tracking_uri()
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    return f"{redact_uri(base)}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    return (f"{redact_uri(base)}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+            "?workflowType=machine_learning")
+
+
+def serve_hint() -> str:
+    """How to serve the results for `run_url`'s address when the tracking store is not a server: the ``mlflow ui``
+    command for this store (empty for a tracking server)."""
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://", "databricks")):
+        return ""
+    return f" (serve them first: mlflow ui --backend-store-uri {redact_uri(uri)})"
 
 
 def experiment_url(experiment_id: str) -> str:
@@ -583,6 +593,24 @@ class ChildRunWriter:
             self.pool.shutdown(wait=True)
         for f, _ in self.jobs:
             f.result()  # re-raise a failed write
+
+
+def log_finished_run(name: str, tags: dict[str, str], metrics: dict[str, float], link_tag: str) -> str:
+    """A finished run beside the active run: top level in the same experiment (so that MLflow's runs table and
+    charts show it without expanding anything), linked to the active run by the tag ``link_tag``, with
+    `provenance` tags. Returns its id."""
+    from mlflow.entities import Metric
+
+    active = _active()
+    client = MlflowClient()
+    now = int(time.time() * 1000)
+    run = client.create_run(active.info.experiment_id, start_time=now, run_name=name,
+                            tags={**provenance(), **{k: str(v) for k, v in tags.items()},
+                                  link_tag: active.info.run_id})
+    finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+    client.log_batch(run.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in finite.items()])
+    client.set_terminated(run.info.run_id, status="FINISHED", end_time=now)
+    return str(run.info.run_id)
 
 
 def search_runs(filter_string: str, experiment_ids: list[str] | None = None) -> list[Run]:

@@ -150,6 +150,8 @@ def run_tune(
         summary = summarise(study, tc, refs, retrain_scores, ctx, artifacts=not (top_up and n_run == 0))
         summary["new_trials"] = n_run
         summary["residual_min_pvalue"] = sc.attack.residual_min_pvalue(len(retrain_scores))
+        if not nested:
+            print(f"results: {tracking.run_url()}{tracking.serve_hint()}")
     return summary
 
 
