@@ -86,6 +86,17 @@ def expand_storage(url: str) -> str:
     return os.path.expandvars(url)
 
 
+def heartbeat_interval() -> int:
+    """Seconds between a worker's heartbeats on a database storage (``UNLEARN_SEARCH_HEARTBEAT_S``, default 60); a
+    trial whose worker missed three of them is failed by the next worker that opens the study."""
+    import os
+
+    text = os.environ.get("UNLEARN_SEARCH_HEARTBEAT_S", "60")
+    if not text.strip().isdigit() or int(text) < 1:
+        raise UsageError(f"UNLEARN_SEARCH_HEARTBEAT_S={text!r} is not a whole number of seconds; valid: 1 or more")
+    return int(text)
+
+
 def connect_storage(url: str, attempts: int = 4) -> optuna.storages.BaseStorage:
     """The Optuna storage at ``url``: a database URL (``sqlite:///``, ``postgresql://``, ``mysql://``, ...) gives an
     RDB storage with a heartbeat, so that a dead worker's trial is marked failed; anything else is the path of a
@@ -108,11 +119,13 @@ def connect_storage(url: str, attempts: int = 4) -> optuna.storages.BaseStorage:
             valid = "a journal file path in an existing directory, or a database URL (" + ", ".join(RDB_SCHEMES) + ")"
             raise UsageError(f"storage {redact_uri(url)!r} cannot be used; valid: {valid}")
         return JournalStorage(JournalFileBackend(str(path)))
+    heartbeat = heartbeat_interval()
     for attempt in range(attempts):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(expand_storage(url), heartbeat_interval=60, grace_period=180)
+                return optuna.storages.RDBStorage(expand_storage(url), heartbeat_interval=heartbeat,
+                                                  grace_period=3 * heartbeat)
         except Exception as e:
             race = "UNIQUE constraint" in str(e) or "already exists" in str(e) or "database is locked" in str(e)
             if race and attempt + 1 < attempts:
@@ -120,7 +133,11 @@ def connect_storage(url: str, attempts: int = 4) -> optuna.storages.BaseStorage:
                 continue
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             first = redact(redact(first, expand_storage(url)), url)
-            raise UsageError(f"storage {redact_uri(url)!r} cannot be used: {first[:200]}") from None
+            if "DB access module" in first or isinstance(e, ImportError):  # no driver for this database
+                extra = "postgres" if scheme == "postgresql" else None
+                first += (f"; install the driver: pip install -e \".[{extra}]\"" if extra
+                          else f"; install a SQLAlchemy driver for {scheme}")
+            raise UsageError(f"storage {redact_uri(url)!r} cannot be used: {first[:300]}") from None
     raise AssertionError("unreachable")
 
 
