@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import mlflow
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -294,3 +295,35 @@ def test_scenarios_built_under_one_run_keep_their_own_poisons(mlflow_store, monk
             assert found is not None
             assert torch.equal(found.scenario.poisoning.x_poison, b.scenario.poisoning.x_poison)
             assert torch.equal(found.scenario.poisoning.indices, b.scenario.poisoning.indices)
+
+
+def test_compare_gathers_studies_filled_by_running_workers(mlflow_store, tmp_path, capsys):
+    """A tune worker started elsewhere (same scenario options, its seed and method, the shared storage) fills the
+    study; compare --wait-for-workers waits for it, runs no trial itself, and tabulates the worker's trials."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    worker = subprocess.Popen([sys.executable, "-m", "unlearn_search", "-q", "tune", "--method", "gd", "--n-trials",
+                               "3", "--train-epochs", "3", "--storage", "j.log", "--utility-tolerance", "1"],
+                              cwd=os.getcwd(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert cli.main(["compare", "--methods", "gd", "--n-trials", "3", "--train-epochs", "3", "--storage", "j.log",
+                         "--seeds", "1", "--utility-tolerance", "1", "--wait-for-workers", "300"]) == 0
+    finally:
+        _, err = worker.communicate(timeout=300)
+    assert worker.returncode == 0, err[-2000:]
+    (tune_run,) = [r for r in MlflowClient().search_runs(
+        [e.experiment_id for e in MlflowClient().search_experiments()], "tags.kind = 'tune'")
+        if "mlflow.parentRunId" in r.data.tags]  # the compare's, not the worker's own
+    assert tune_run.data.tags["new_trials"] == "0" and tune_run.data.tags["reused_trials"] == "3"
+    from unlearn_search.search import connect_storage
+
+    (study,) = optuna.get_all_study_summaries(connect_storage("j.log"))
+    assert study.n_trials == 3
+
+
+def test_wait_for_workers_must_not_be_negative(mlflow_store, capsys):
+    assert cli.main(["compare", "--methods", "gd", "--wait-for-workers", "-1"]) == 2
+    assert "wait_for_workers=-1" in capsys.readouterr().err

@@ -209,6 +209,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
         raise UsageError(f"attack_params={a.attack_params} applies to one attack; with attacks={a.attacks} each "
                          "attack takes its defaults (poison_fraction and eps, when given, apply to all)")
     levels = parse_levels(a.budget_levels)
+    check_range("wait_for_workers", a.wait_for_workers, low=0)
     template = TuneConfig(method=methods[0], n_trials=a.n_trials, budget_max=a.budget_max, storage=a.storage,
                           utility_tolerance=a.utility_tolerance)
     from .presets import PRESETS
@@ -220,7 +221,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
     bases, ctx = [cfg for cfg, _, _ in prepared], prepared[0][1]
     _warn_literal_secret(template.storage)
     connect_storage(template.storage)
-    run_compare_attacks(methods, bases, seeds, levels, template, ctx, a.experiment)
+    run_compare_attacks(methods, bases, seeds, levels, template, ctx, a.experiment, wait_s=a.wait_for_workers)
     return 0
 
 
@@ -416,6 +417,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     co.add_argument("--storage", default="optuna_journal.log", help="Optuna storage (as for tune)")
     co.add_argument("--utility-tolerance", type=float, default=0.02,
                     help="a trial is infeasible if test accuracy drops more than this below the poisoned model's")
+    co.add_argument("--wait-for-workers", type=float, default=0.0, metavar="SECONDS",
+                    help="let running tune workers fill each method's study (shared --storage; a worker runs `tune` "
+                         "with the same scenario options, its --seed and --method, and joins the study by its "
+                         "default name): wait up to SECONDS per study for n_trials finished trials, then run what "
+                         "is missing here (default 0: run every study here, in turn)")
     _add_scenario_args(co)
     co.set_defaults(func=cmd_compare)
     return p

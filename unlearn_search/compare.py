@@ -22,7 +22,7 @@ from .context import RunContext
 from .errors import UsageError, check_range
 from .methods import METHODS
 from .scenario import ScenarioConfig
-from .search import TuneConfig
+from .search import TuneConfig, wait_for_trials
 from .store import ensure_references
 from .tune import run_tune
 
@@ -77,7 +77,10 @@ def run_compare(
     ctx: RunContext,
     experiment: str | None,
     nested: bool = False,
+    wait_s: float = 0.0,
 ) -> dict[str, Any]:
+    """``wait_s``: give workers already running `tune` on the shared storage up to this long per study to reach
+    ``n_trials`` finished trials (`search.wait_for_trials`) before this process runs what is missing itself."""
     check_range("seeds", seeds, low=1)
     if not nested:
         tracking.configure(experiment)
@@ -103,6 +106,8 @@ def run_compare(
             for m in methods:
                 log.info("seed %d: %s", seed, m)
                 tc = dataclasses.replace(tune_template, method=m, seed=seed, study_name="")
+                if wait_s > 0:
+                    wait_for_trials(tc, cfg.hash, wait_s)
                 summary = run_tune(tc, cfg, sctx, experiment, nested=True, top_up=True)
                 best = summary.get("best_metrics")
                 rows[m] = None if best is None else {
@@ -166,10 +171,11 @@ def run_compare_attacks(
     tune_template: TuneConfig,
     ctx: RunContext,
     experiment: str | None,
+    wait_s: float = 0.0,
 ) -> dict[str, Any]:
     """`run_compare` for each scenario (one per attack) as nested runs, then the attacks side by side."""
     if len(bases) == 1:
-        return run_compare(methods, bases[0], seeds, levels, tune_template, ctx, experiment)
+        return run_compare(methods, bases[0], seeds, levels, tune_template, ctx, experiment, wait_s=wait_s)
     tracking.configure(experiment)
     attacks = [b.attack for b in bases]
     with tracking.run(f"compare {', '.join(attacks)}", tags={"entry_point": "compare_attacks",
@@ -177,8 +183,8 @@ def run_compare_attacks(
         tracking.log_params({"attacks": ",".join(attacks), "methods": ",".join(methods), "seeds": seeds,
                              "n_trials": tune_template.n_trials, "budget_max": tune_template.budget_max,
                              **{k: v for k, v in bases[0].to_flat().items() if not k.startswith("attack")}})
-        runs = {b.attack: run_compare(methods, b, seeds, levels, tune_template, ctx, experiment, nested=True)
-                for b in bases}
+        runs = {b.attack: run_compare(methods, b, seeds, levels, tune_template, ctx, experiment, nested=True,
+                                      wait_s=wait_s) for b in bases}
         tables = {a: r["table"] for a, r in runs.items()}
         md = report.side_by_side(tables, {a: ATTACKS.get(a).removal_metric for a in attacks}, seeds)
         tracking.log_text(md, "comparison_attacks.md")

@@ -224,6 +224,29 @@ def open_study(tc: TuneConfig, scenario_hash: str) -> optuna.Study:
     return study
 
 
+def wait_for_trials(tc: TuneConfig, scenario_hash: str, timeout_s: float, poll_s: float = 5.0) -> int:
+    """Wait until the study of (``tc``, scenario) has ``tc.n_trials`` finished trials (complete or pruned), made by
+    `tune` workers elsewhere on the same storage, or until ``timeout_s`` passed; returns the count reached. A study
+    that does not exist yet counts 0 (its first worker creates it)."""
+    name, storage = tc.name_for(scenario_hash), connect_storage(tc.storage)
+    deadline, count, shown = time.monotonic() + timeout_s, 0, -1
+    while True:
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+            count = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                                 optuna.trial.TrialState.PRUNED)))
+        except KeyError:  # no worker has created the study yet
+            count = 0
+        if count >= tc.n_trials or time.monotonic() >= deadline:
+            log.info("study %s: %d of %d trials finished by workers%s", name, count, tc.n_trials,
+                     "" if count >= tc.n_trials else "; running the rest here")
+            return count
+        if count != shown:
+            log.info("study %s: waiting for workers, %d of %d trials finished", name, count, tc.n_trials)
+            shown = count
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+
 def fail_dead_trials(study: optuna.Study) -> list[tuple[int, str]]:
     """Mark failed the RUNNING trials whose worker is known dead; returns (trial number, worker) for each.
 
