@@ -110,3 +110,43 @@ def test_torch_leaves_a_core_free_unless_told(monkeypatch, env, cpus, expected):
         assert got == (cpus if expected is None else expected) == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_writer_process_ends_when_its_parent_is_killed(tmp_path):
+    """A tune worker killed with SIGKILL must not leave its MLflow writer process behind (it would wait forever)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, time\n"
+        "from unlearn_search import tracking\n"
+        "if __name__ == '__main__':\n"
+        "    tracking.configure('w')\n"
+        "    with tracking.run('parent'):\n"
+        "        w = tracking.ChildRunWriter()\n"
+        "        w.submit('child', 0, {}, {'removal': 0.1}, {})\n"
+        "        w.flush()\n"
+        "        print(*w.pool._processes, flush=True)\n"
+        "        time.sleep(600)\n")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        (writer,) = (int(x) for x in parent.stdout.readline().split())  # type: ignore[union-attr]
+    finally:
+        parent.kill()
+        parent.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(writer, 0)
+        except ProcessLookupError:
+            return
+        with open(f"/proc/{writer}/stat") as f:  # a zombie (exited, not yet reaped by init) is gone too
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        time.sleep(0.2)
+    os.kill(writer, signal.SIGKILL)
+    raise AssertionError("the writer process outlived its killed parent")

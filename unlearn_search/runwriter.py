@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import os
 import signal
+import threading
+import time
 from typing import Any
 
 _client: Any = None
@@ -19,14 +21,25 @@ _client: Any = None
 def init(tracking_uri: str) -> None:
     """Process initializer: one client for the process's life. The process ignores SIGINT and SIGTERM: a Ctrl-C
     reaches the whole foreground process group, and the parent, which handles it, still needs the queued runs
-    written (it waits for them before it ends). When the parent dies the process's queue closes and it exits."""
+    written (it waits for them before it ends). When the parent dies, the process exits (`_exit_with_parent`)."""
     global _client
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     from mlflow.tracking import MlflowClient
 
     _client = MlflowClient(tracking_uri)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this process once its parent is gone (killed with SIGKILL, say): the queue it reads from never closes,
+    since this process holds both of its ends, so without this it would wait forever. A run it was writing at that
+    moment may stay RUNNING; the next worker that opens the study ends it (`tune.reconcile`) and writes the runs of
+    trials that have none."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
 
 
 def write(experiment_id: str, tags: dict[str, str], name: str, start_ms: int, end_ms: int, params: dict[str, Any],
