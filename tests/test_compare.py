@@ -23,8 +23,14 @@ def test_table_matches_trial_runs_and_second_compare_reuses_studies(mlflow_store
         "run_id"]
     client = MlflowClient()
     arts = {a.path for a in client.list_artifacts(parent)} | {a.path for a in client.list_artifacts(parent, "plots")}
-    assert {"comparison.md", "comparison.csv", "plots/removal_by_budget.png", "plots/removal_by_budget.html",
-            "plots/gus_vs_mia.png", "plots/accuracy_vs_removal.html"} <= arts
+    assert {"comparison.md", "comparison.csv", "plots/removal_by_budget.png", "plots/dashboard.html",
+            "plots/gus_vs_mia.png", "plots/accuracy_vs_removal.png"} <= arts
+    assert not any(a.endswith(".html") and a != "plots/dashboard.html" for a in arts)  # one page, not one per figure
+    page = mlflow.artifacts.load_text(f"runs:/{parent}/plots/dashboard.html")
+    assert "<script src=\"http" not in page and page.count("* plotly.js v") == 1  # inlined once: works offline
+    for figure in ("removal_by_seed", "removal_by_budget", "gus_vs_mia", "accuracy_vs_removal", "search_progress"):
+        assert f'id="fig-{figure}"' in page, figure
+    assert len(page) < 6_000_000
     compare_run = client.get_run(parent)
     # the Overview shows the answer: headline sentence and table as the run's description; the URL is printed
     description = compare_run.data.tags["mlflow.note.content"]
@@ -159,7 +165,7 @@ def test_compare_tabulates_attacks_side_by_side(mlflow_store, capsys):
     assert sorted(per_attack["tags.attack"]) == ["backdoor", "gaussian"]
     client = MlflowClient()
     arts = {a.path for a in client.list_artifacts(top)} | {a.path for a in client.list_artifacts(top, "plots")}
-    assert {"comparison_attacks.md", "plots/removal_by_attack.png", "plots/removal_by_attack.html"} <= arts
+    assert {"comparison_attacks.md", "plots/removal_by_attack.png", "plots/dashboard.html"} <= arts
     # each attack's cells are that attack's own comparison run's metrics
     md = mlflow.artifacts.load_text(f"runs:/{top}/comparison_attacks.md")
     for run_id, attack in zip(per_attack["run_id"], per_attack["tags.attack"], strict=True):
@@ -226,8 +232,8 @@ def test_compare_over_seeds_combines_each_seeds_best_trial(mlflow_store, capsys)
     run = client.get_run(parent)
     assert len(set(run.data.tags["scenario_hashes"].split(","))) == 2
     arts = {a.path for a in client.list_artifacts(parent)} | {a.path for a in client.list_artifacts(parent, "plots")}
-    assert {"comparison_per_seed.csv", "plots/removal_by_seed.png", "plots/removal_by_seed.html",
-            "plots/search_progress.png", "plots/search_progress.html"} <= arts
+    assert {"comparison_per_seed.csv", "plots/removal_by_seed.png", "plots/search_progress.png",
+            "plots/dashboard.html"} <= arts
     tunes = client.search_runs([run.info.experiment_id],
                                f"tags.mlflow.parentRunId = '{parent}' and tags.entry_point = 'tune'")
     assert len(tunes) == 2 and {t.data.params["seed"] for t in tunes} == {"0", "1"}
@@ -251,7 +257,7 @@ def test_compare_runs_the_presets_number_of_seeds_by_default(monkeypatch, preset
     from unlearn_search import compare
 
     seen: list[int] = []
-    monkeypatch.setattr(compare, "run_compare_attacks", lambda methods, bases, seeds, *a: seen.append(seeds))
+    monkeypatch.setattr(compare, "run_compare_attacks", lambda methods, bases, seeds, *a, **k: seen.append(seeds))
     monkeypatch.setattr("unlearn_search.search.connect_storage", lambda url: None)
     from unlearn_search import data
 

@@ -52,8 +52,10 @@ def test_tune_logs_parent_and_children_and_resumes(mlflow_store, capsys):
     assert "metrics.removal" in children.columns
     assert list(children["metrics.feasible"]) == [float(s == "complete") for s in children["tags.state"]]
     arts = {a.path for a in MlflowClient().list_artifacts(pid, "plots")}
-    assert {"plots/removal_vs_compute.png", "plots/removal_vs_compute.html", "plots/iz_distributions.png",
-            "plots/iz_distributions.html", "plots/optimization_history.png"} <= arts
+    assert {"plots/removal_vs_compute.png", "plots/dashboard.html", "plots/iz_distributions.png",
+            "plots/optimization_history.png"} <= arts
+    verdict_txt = mlflow.artifacts.load_text(f"runs:/{pid}/verdict.txt")
+    assert max(len(line) for line in verdict_txt.splitlines()) <= 100  # wrapped
     assert "trials.csv" in {a.path for a in MlflowClient().list_artifacts(pid)}
     run = MlflowClient().get_run(pid)
     assert "best_trial" in run.data.tags and "best removal found" in out

@@ -125,6 +125,7 @@ def run_compare(
         tracking.log_text(report.csv(table), "comparison.csv")
         tracking.log_text(report.per_seed_csv(per_seed, seed_list, order), "comparison_per_seed.csv")
         _plots(table, curves, levels, histories)
+        tracking.log_dashboard(f"compare {base.attack}: every figure")
         sentence = report.headline(table, seeds, base.attack)
         short = report.markdown(table, seeds, keys=("removal", "test_acc", ATTACKS.get(base.attack).removal_metric,
                                                     "mia_tpr_at_1fpr"))
@@ -195,6 +196,7 @@ def run_compare_attacks(
         tracking.log_figures("removal_by_attack", plots.grouped_bars(
             names, removal, "poison removal (0 = none, 1 = retrain)",
             "Best poison removal found, per attack (each method at its best feasible trial)"))
+        tracking.log_dashboard(f"compare {', '.join(attacks)}")
         url = tracking.run_url()
     print(f"attacks side by side:\n{md}\nresults: {url}{tracking.serve_hint()}")
     return {"tables": tables, "markdown": md}

@@ -16,6 +16,9 @@ import plotly.graph_objects as go
 from matplotlib.figure import Figure
 from scipy import stats
 
+#: Marker shapes that tell points apart without colour (cycled with tab10's colours).
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+
 
 def removal_vs_compute(
     budget: Sequence[float], removal: Sequence[float], feasible: Sequence[bool], labels: Sequence[str], title: str
@@ -108,7 +111,7 @@ def removal_by_budget(
     ``curves``: method -> (mean removal per level, std per level; NaN std when one seed). References: retraining
     removes all (1, at a cost of 1.0), no unlearning removes none (0)."""
     x = np.asarray(levels, float) * 100
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     pf = go.Figure()
     for name, (mean, std) in curves.items():
         m, s = np.asarray(mean, float), np.asarray(std, float)
@@ -122,7 +125,7 @@ def removal_by_budget(
     ax.set_xlabel("compute budget (% of retraining)")
     ax.set_ylabel("best poison removal found")
     ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # outside: covers no line
     fig.tight_layout()
     pf.add_hline(y=1.0, line_dash="dash", annotation_text="retrain")
     pf.add_hline(y=0.0, line_dash="dot", annotation_text="no unlearning")
@@ -134,11 +137,15 @@ def labelled_scatter(
     names: Sequence[str], x: Sequence[float], y: Sequence[float], xlabel: str, ylabel: str, title: str,
     hlines: Sequence[tuple[float, str]] = (), vlines: Sequence[tuple[float, str]] = (),
 ) -> tuple[Figure, go.Figure]:
-    """One labelled point per method (e.g. GUS z against MIA TPR: 'forgotten' by MIA, still poisoned by GUS)."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    ax.scatter(x, y)
-    for n, xi, yi in zip(names, x, y, strict=True):
-        ax.annotate(n, (xi, yi), fontsize=8, xytext=(3, 3), textcoords="offset points")
+    """One point per method (e.g. GUS z against MIA TPR: 'forgotten' by MIA, still poisoned by GUS).
+
+    In the PNG each method has its own marker and colour, named in a legend beside the axes: methods often land on
+    nearly the same point, where text labels written next to the points overlapped into an unreadable block."""
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    colors = plt.get_cmap("tab10").colors
+    for i, (n, xi, yi) in enumerate(zip(names, x, y, strict=True)):
+        ax.scatter([xi], [yi], marker=MARKERS[i % len(MARKERS)], color=colors[i % len(colors)], s=60, label=n,
+                   alpha=0.85, edgecolors="black", linewidths=0.5)
     for v, lab in hlines:
         ax.axhline(v, color="gray", ls="--", lw=1, label=lab)
     for v, lab in vlines:
@@ -146,8 +153,7 @@ def labelled_scatter(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    if hlines or vlines:
-        ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     pf = go.Figure(go.Scatter(x=list(x), y=list(y), mode="markers+text", text=list(names), textposition="top center"))
     for v, lab in hlines:

@@ -428,14 +428,46 @@ class VersionRef:
         return f"{self.name}/{self.version}"
 
 
+#: The interactive figures of each run, by run id, until `log_dashboard` writes them into one HTML page.
+_DASHBOARDS: dict[str, list[tuple[str, Any]]] = {}
+
+
 def log_figures(name: str, figures: tuple[Any, Any]) -> None:
-    """Log a (matplotlib, plotly) pair as ``plots/<name>.png`` and ``plots/<name>.html``."""
+    """Log a (matplotlib, plotly) pair: the PNG as ``plots/<name>.png`` now; the interactive figure is kept for the
+    run's `log_dashboard` (one offline page per run instead of one multi-megabyte file per figure)."""
     import matplotlib.pyplot as plt
 
     mpl, ply = figures
     mlflow.log_figure(mpl, f"plots/{name}.png")
     plt.close(mpl)
-    mlflow.log_figure(ply, f"plots/{name}.html")
+    _DASHBOARDS.setdefault(active_run_id(), []).append((name, ply))
+
+
+def log_dashboard(title: str) -> None:
+    """Write the active run's interactive figures (from `log_figures`) as ``plots/dashboard.html``: one page that
+    embeds plotly.js once (about 5 MB) and needs no network, so it opens offline from MLflow's artifact view."""
+    figures = _DASHBOARDS.pop(active_run_id(), [])
+    if figures:
+        log_text(dashboard_html(title, figures), "plots/dashboard.html")
+
+
+def forget_dashboard() -> None:
+    """Drop the active run's interactive figures without writing them (runs that keep PNGs only)."""
+    _DASHBOARDS.pop(active_run_id(), None)
+
+
+def dashboard_html(title: str, figures: list[tuple[str, Any]]) -> str:
+    """A self-contained HTML page holding ``figures`` (name, plotly figure), plotly.js inlined once."""
+    import html
+
+    parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig-{name}")
+             for i, (name, f) in enumerate(figures)]
+    links = " · ".join(f'<a href="#fig-{name}">{html.escape(name)}</a>' for name, _ in figures)
+    body = "\n".join(f"<section><h2>{html.escape(name)}</h2>{part}</section>"
+                      for (name, _), part in zip(figures, parts, strict=True))
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            "<style>body{font-family:sans-serif;margin:2em}h2{font-size:1.1em}</style></head>"
+            f"<body><h1>{html.escape(title)}</h1><p>{links}</p>{body}</body></html>")
 
 
 def reference_tags(versions: dict[str, VersionRef]) -> dict[str, str]:

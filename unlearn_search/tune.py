@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import textwrap
 import time
 from typing import Any
 
@@ -147,7 +148,8 @@ def run_tune(
         finally:
             writer.close()
         # A topped-up study that needed no new trial is reused as it is: no new plots, no new model version.
-        summary = summarise(study, tc, refs, retrain_scores, ctx, artifacts=not (top_up and n_run == 0))
+        summary = summarise(study, tc, refs, retrain_scores, ctx, artifacts=not (top_up and n_run == 0),
+                            dashboard=not nested)
         summary["new_trials"] = n_run
         summary["residual_min_pvalue"] = sc.attack.residual_min_pvalue(len(retrain_scores))
         if not nested:
@@ -162,9 +164,11 @@ def summarise(
     retrain_scores: np.ndarray,
     ctx: RunContext,
     artifacts: bool = True,
+    dashboard: bool = True,
 ) -> dict[str, Any]:
     """Everything the parent run shows: counts, best trial, verdict, plots, trials table, registered best model
-    (plots, table and model only with ``artifacts``)."""
+    (plots, table and model only with ``artifacts``; the interactive page ``plots/dashboard.html`` only with
+    ``dashboard`` too)."""
     trials = study.get_trials(deepcopy=False)
     states: dict[str, float] = {}
     for t in trials:
@@ -187,6 +191,10 @@ def summarise(
         # Trials log no models: the best one is re-created once (seeded, so identical) for plots and registry.
         best_model = _rerun(best, tc, refs, retrain_scores, ctx) if best is not None else None
         _plots(study, tc, refs, retrain_scores, best, best_model, ctx)
+        if dashboard:
+            tracking.log_dashboard(f"tune {tc.method}: study {study.study_name}")
+        else:  # a study of a comparison: PNGs only (the comparison has the page; 5 MB per study would add up)
+            tracking.forget_dashboard()
     if best is None:
         verdict = (f"no trial kept utility (test accuracy within {tc.utility_tolerance} of the poisoned model's); "
                    "no best-case removal to report")
@@ -204,8 +212,11 @@ def summarise(
     if still:
         verdict += (f"; the search was still improving (best trial in the last {report.IMPROVING_TAIL:.0%} of the "
                     "trials): run more trials")
-    tracking.set_tags({"verdict": verdict, "best_trial": str(best.number)})
-    tracking.log_text(verdict + "\n", "verdict.txt")
+    # the tag short enough for MLflow's tag chips; the whole sentence, wrapped, in verdict.txt and the description
+    short = (f"removal {bm['removal']:.3f} at budget {bm['budget_used']:.3f}; poison still detected: "
+             f"{'yes' if detected else 'no'}{'; still improving' if still else ''}")
+    tracking.set_tags({"verdict": short, "best_trial": str(best.number)})
+    tracking.log_text(textwrap.fill(verdict, width=100) + "\n", "verdict.txt")
     tracking.set_description(
         f"**{tc.method}**: {verdict}\n\nBest trial's hyperparameters: "
         + ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}" for k, v in best.params.items())
