@@ -142,7 +142,7 @@ def labelled_scatter(
     In the PNG each method has its own marker and colour, named in a legend beside the axes: methods often land on
     nearly the same point, where text labels written next to the points overlapped into an unreadable block."""
     fig, ax = plt.subplots(figsize=(8.5, 4.5))
-    colors = plt.get_cmap("tab10").colors
+    colors = [plt.get_cmap("tab10")(i) for i in range(10)]
     for i, (n, xi, yi) in enumerate(zip(names, x, y, strict=True)):
         ax.scatter([xi], [yi], marker=MARKERS[i % len(MARKERS)], color=colors[i % len(colors)], s=60, label=n,
                    alpha=0.85, edgecolors="black", linewidths=0.5)
