@@ -42,6 +42,9 @@ def cluster():  # type: ignore[no-untyped-def]
         mlflow_db = services.create_database(server, "mlflow")
         root = Path(__import__("tempfile").mkdtemp(prefix="unlearn_search_mlflow_"))
         with services.mlflow_server(mlflow_db, root) as url:
+            # created once, as a platform team does before starting workers: `mlflow run --experiment-name` on
+            # several workers at once races to create it, and MLflow's CLI fails the losers (seen here)
+            MlflowClient(url).create_experiment(tracking.EXPERIMENT)
             # the URL workers get: the password comes from the environment, not the command line or MLflow's params
             storage = optuna_db.replace(services.PASSWORD, "${UNLEARN_TEST_PGPASSWORD}")
             yield {"tracking": url, "storage": storage, "optuna_db": optuna_db}
