@@ -15,21 +15,17 @@ import threading
 import time
 from typing import Any
 
-_client: Any = None
+_clients: dict[str, Any] = {}  # one client per tracking URI, for the process's life
 
 
-def init(tracking_uri: str) -> None:
-    """Process initializer: one client for the process's life. The process ignores SIGINT and SIGTERM: a Ctrl-C
+def init() -> None:
+    """Process initializer: MLflow imported up front. The process ignores SIGINT and SIGTERM: a Ctrl-C
     reaches the whole foreground process group, and the parent, which handles it, still needs the queued runs
     written (it waits for them before it ends). When the parent dies, the process exits (`_exit_with_parent`)."""
-    global _client
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    from mlflow.tracking import MlflowClient
-
-    _client = MlflowClient(tracking_uri)
+    import mlflow.tracking  # noqa: F401 (imported once, up front)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -42,16 +38,16 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
-def write(experiment_id: str, tags: dict[str, str], name: str, start_ms: int, end_ms: int, params: dict[str, Any],
-          metrics: dict[str, float], failed: bool) -> str:
-    """Create a finished run: three store calls (create with tags, one batch of metrics and params, terminate)."""
+def write(tracking_uri: str, experiment_id: str, tags: dict[str, str], name: str, start_ms: int, end_ms: int,
+          params: dict[str, Any], metrics: dict[str, float], failed: bool) -> str:
+    """Create a finished run in the store at ``tracking_uri``: three store calls (create with tags, one batch of
+    metrics and params, terminate). Also called in the tuning process itself when the writer process is gone."""
     from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
 
-    client = _client
-    if client is None:  # called in-process (the fallback when the writer process is gone)
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient()
+    client = _clients.get(tracking_uri)
+    if client is None:
+        client = _clients[tracking_uri] = MlflowClient(tracking_uri)
     child = client.create_run(experiment_id, start_time=start_ms, tags=tags, run_name=name)
     finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
     client.log_batch(child.info.run_id, metrics=[Metric(k, v, end_ms, 0) for k, v in finite.items()],

@@ -559,7 +559,7 @@ class ChildRunWriter:
     """
 
     def __init__(self, experiment_id: str | None = None, link_tag: str = "tune_run") -> None:
-        from concurrent.futures import Future, ProcessPoolExecutor
+        from concurrent.futures import Future
 
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -569,15 +569,17 @@ class ChildRunWriter:
         self.link = {MLFLOW_PARENT_RUN_ID if experiment_id in (None, parent.info.experiment_id) else link_tag:
                      self.parent_id}
         self.provenance = provenance()
-        self.pool: ProcessPoolExecutor | None = None  # started on the first run to write
         self.jobs: list[tuple[Future[str], tuple[Any, ...]]] = []
+
+    @property
+    def pool(self) -> Any:  # the shared writer process pool (None before the first write)
+        return _WRITER[0]
 
     def submit(self, name: str, start_ms: int, params: dict[str, Any], metrics: dict[str, float],
                tags: dict[str, str], failed: bool = False, end_ms: int | None = None) -> None:
         """Queue a finished child run; its end time is ``end_ms`` (default: now, when the work it records ended),
         not the later moment the writer process writes it."""
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
 
         from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
@@ -585,19 +587,14 @@ class ChildRunWriter:
 
         end_ms = int(time.time() * 1000) if end_ms is None else end_ms
         all_tags = {**self.provenance, **{k: str(v) for k, v in tags.items()}, **self.link, MLFLOW_RUN_NAME: name}
-        args = (self.experiment_id, all_tags, name, start_ms, end_ms, dict(params), dict(metrics), failed)
-        from concurrent.futures.process import BrokenProcessPool
-
+        args = (mlflow.get_tracking_uri(), self.experiment_id, all_tags, name, start_ms, end_ms, dict(params),
+                dict(metrics), failed)
         for _ in range(2):
-            if self.pool is None:
-                # spawn, not fork: a forked copy of a process running torch's thread pools can deadlock
-                self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=runwriter.init, initargs=(mlflow.get_tracking_uri(),))
             try:
-                self.jobs.append((self.pool.submit(runwriter.write, *args), args))
+                self.jobs.append((_writer_pool().submit(runwriter.write, *args), args))
                 return
             except BrokenProcessPool:  # the writer process died: its lost runs are rewritten by `flush`
-                self.pool = None
+                _WRITER[0] = None
         raise RuntimeError("the MLflow writer process cannot be started")
 
     def flush(self) -> None:
@@ -621,10 +618,29 @@ class ChildRunWriter:
 
     def close(self) -> None:
         self.flush()
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
         for f, _ in self.jobs:
             f.result()  # re-raise a failed write
+
+
+#: The writer process, one per tuning process, shared by its studies (a comparison runs dozens: starting a process
+#: and importing MLflow for each cost about 1.5 s per study); started on the first run to write.
+_WRITER: list[Any] = [None]
+
+
+def _writer_pool() -> Any:
+    import atexit
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from . import runwriter
+
+    if _WRITER[0] is None:
+        # spawn, not fork: a forked copy of a process running torch's thread pools can deadlock
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=runwriter.init)
+        atexit.register(pool.shutdown, wait=True)
+        _WRITER[0] = pool
+    return _WRITER[0]
 
 
 def log_finished_run(name: str, tags: dict[str, str], metrics: dict[str, float], link_tag: str) -> str:
