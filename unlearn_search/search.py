@@ -86,6 +86,35 @@ def expand_storage(url: str) -> str:
     return os.path.expandvars(url)
 
 
+def _grpc_storage(url: str, timeout_s: float = 10.0) -> optuna.storages.BaseStorage:
+    """``grpc://host:port``: Optuna's gRPC storage proxy (`optuna.storages.GrpcStorageProxy`), for more workers than
+    one database serves; the proxy server (`optuna.storages.run_grpc_proxy_server`) runs in front of a database
+    storage, whose heartbeat (set where the server opens it) fails a dead worker's trial. Checked to answer before
+    any work: an unreachable proxy is one `UsageError`."""
+    from .redact import redact_uri
+
+    parts = urlsplit(expand_storage(url))
+    try:
+        host, port = parts.hostname or "localhost", parts.port or 13000
+    except ValueError:
+        raise UsageError(f"storage {redact_uri(url)!r} cannot be used; valid: grpc://host:port") from None
+    try:
+        import grpc
+    except ImportError:
+        raise UsageError(f"storage {redact_uri(url)!r} needs the gRPC client: pip install -e \".[grpc]\"") from None
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+    except grpc.FutureTimeoutError:
+        raise UsageError(f"storage {redact_uri(url)!r} cannot be used: no gRPC storage proxy answered at "
+                         f"{host}:{port} within {timeout_s:g} s") from None
+    finally:
+        channel.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.GrpcStorageProxy(host=host, port=port)
+
+
 def heartbeat_interval() -> int:
     """Seconds between a worker's heartbeats on a database storage (``UNLEARN_SEARCH_HEARTBEAT_S``, default 60); a
     trial whose worker missed three of them is failed by the next worker that opens the study."""
@@ -109,6 +138,8 @@ def connect_storage(url: str, attempts: int = 4) -> optuna.storages.BaseStorage:
     from .redact import redact, redact_uri
 
     scheme = urlsplit(url).scheme.split("+")[0]
+    if scheme == "grpc":
+        return _grpc_storage(url)
     if scheme not in RDB_SCHEMES:
         from pathlib import Path
 
@@ -116,7 +147,8 @@ def connect_storage(url: str, attempts: int = 4) -> optuna.storages.BaseStorage:
 
         path = Path(expand_storage(url).removeprefix("file:"))
         if scheme not in ("", "file") or not path.parent.is_dir():
-            valid = "a journal file path in an existing directory, or a database URL (" + ", ".join(RDB_SCHEMES) + ")"
+            valid = ("a journal file path in an existing directory, a database URL (" + ", ".join(RDB_SCHEMES)
+                     + "), or grpc://host:port")
             raise UsageError(f"storage {redact_uri(url)!r} cannot be used; valid: {valid}")
         return JournalStorage(JournalFileBackend(str(path)))
     heartbeat = heartbeat_interval()
