@@ -61,7 +61,19 @@ def _entry(name: str, comment: str, command: str, argv: list[str], fixed: str = 
     return "\n".join(lines)
 
 
-def render() -> str:
+def docker_header(image: str) -> str:
+    """The header of a Docker-environment copy of the project (for MLflow's Kubernetes backend, which runs only
+    such projects): the same entry points, run in ``image``, which has the package installed."""
+    return HEADER.replace("conda_env: conda.yaml", f"docker_env:\n  image: {image}").replace(
+        "> MLproject`: edit the CLI or the registries, not this file.",
+        "--docker > deploy/k8s/project/MLproject`: edit the CLI, not this.").replace(
+        "# `mlflow run . -e <entry point> --env-manager local` runs in the current Python environment;\n"
+        "# without --env-manager local, MLflow builds conda.yaml's environment first.\n",
+        "# The project's entry points for `mlflow run deploy/k8s/project --backend kubernetes` "
+        "(see deploy/README.md).\n")
+
+
+def render(docker_image: str | None = None) -> str:
     from .methods import METHODS
 
     entries = [
@@ -78,8 +90,13 @@ def render() -> str:
         method = METHODS.get(name)
         entries.append(_entry(name, f"Unlearning: {method.summary}", "unlearn", ["unlearn", "--method", name],
                               fixed=f" --method {name}"))
-    return HEADER + "\n\n".join(entries) + "\n"
+    return (HEADER if docker_image is None else docker_header(docker_image)) + "\n\n".join(entries) + "\n"
 
+
+#: The image deploy/Dockerfile builds, as the deploy files name it.
+IMAGE = "unlearn-search:latest"
 
 if __name__ == "__main__":
-    print(render(), end="")
+    import sys
+
+    print(render(IMAGE if "--docker" in sys.argv[1:] else None), end="")

@@ -1,0 +1,2 @@
+-- The tracking server's database beside the studies' (POSTGRES_DB creates `optuna`).
+CREATE DATABASE mlflow;

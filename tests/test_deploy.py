@@ -1,0 +1,106 @@
+"""The deploy recipes (deploy/), checked as far as a machine without a Docker engine or a cluster allows: they parse,
+copy only files that exist, run only entry points and parameters that exist, take passwords from the environment,
+and MLflow's own Kubernetes backend accepts its config and fills its job template."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+
+
+def _entry_points() -> dict:
+    return yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
+
+
+def _check_mlflow_run(argv: list[str]) -> None:
+    """An ``mlflow run <project> -e <entry point> -P k=v ...`` command line names an entry point that exists and
+    only parameters it has; its storage takes the password from the environment."""
+    assert argv[:2] == ["mlflow", "run"], argv
+    entry = argv[argv.index("-e") + 1]
+    eps = _entry_points()
+    assert entry in eps, entry
+    params = [argv[i + 1] for i, a in enumerate(argv) if a == "-P"]
+    assert params
+    for p in params:
+        key, _, value = p.partition("=")
+        assert key in eps[entry]["parameters"], (entry, key)
+        if key == "storage":
+            assert re.search(r"\$\{?\$?\{?PGPASSWORD\}", value) and ":" in value, value  # from the environment
+    assert "method" in {p.partition("=")[0] for p in params}
+
+
+def test_dockerfile_copies_only_what_exists_and_installs_existing_extras():
+    text = (DEPLOY / "Dockerfile").read_text()
+    copies = re.findall(r"^COPY (.+)$", text, re.M)
+    assert copies
+    for line in copies:
+        *sources, _ = line.split()
+        for source in sources:
+            assert (ROOT / source).exists(), source
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    (installed,) = re.findall(r'pip install [^"]*"\.\[([a-z,]+)\]"', text)
+    assert set(installed.split(",")) <= set(extras)
+    entry = json.loads(re.search(r"^ENTRYPOINT (.+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    assert entry == ["python", "-m", "unlearn_search"]
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and "mlruns" in ignored
+
+
+def test_compose_file_runs_the_services_and_workers_of_existing_entry_points():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yaml").read_text())
+    services = compose["services"]
+    assert {"postgres", "mlflow", "setup", "worker"} <= set(services)
+    worker = services["worker"]
+    _check_mlflow_run([a.replace("$$", "$") for a in worker["entrypoint"]])  # $$: compose's escape for a literal $
+    assert worker["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert "replicas" in worker["deploy"]
+    assert worker["depends_on"]["setup"]["condition"] == "service_completed_successfully"
+    server = " ".join(services["mlflow"]["command"])
+    assert "mlflow server" in server and "--serve-artifacts" in server and "postgresql://" in server
+    assert (DEPLOY / "initdb" / "mlflow.sql").exists()
+    text = (DEPLOY / "docker-compose.yaml").read_text()
+    assert not re.search(r"postgresql://\w+:(?!\$)[^@\s]+@", text), "a literal password"
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD")
+
+
+def test_kubernetes_indexed_job_runs_tune_workers_with_the_password_from_a_secret():
+    job = yaml.safe_load((DEPLOY / "k8s" / "tune-job.yaml").read_text())
+    assert job["kind"] == "Job" and job["apiVersion"] == "batch/v1"
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["parallelism"] >= 1
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    _check_mlflow_run(container["command"])
+    env = {e["name"]: e for e in container["env"]}
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "password"
+    assert env["MLFLOW_TRACKING_URI"]["value"].startswith("http://")
+
+
+def test_mlflow_kubernetes_backend_accepts_the_config_and_fills_the_template(monkeypatch):
+    from mlflow.projects import _parse_kubernetes_config
+    from mlflow.projects.kubernetes import _get_kubernetes_job_definition
+
+    monkeypatch.chdir(ROOT)  # the config names the template relative to the repository root, as users run it
+    config = _parse_kubernetes_config(json.loads((DEPLOY / "k8s" / "kubernetes_config.json").read_text()))
+    job = _get_kubernetes_job_definition("unlearn-search", "registry.example.com/unlearn-search", "sha256:0",
+                                         shlex.split("python -m unlearn_search tune --method=gd"),
+                                         {"MLFLOW_RUN_ID": "r"}, config["kube-job-template"])
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["env"] == [{"name": "MLFLOW_RUN_ID", "value": "r"}]  # nothing but what MLflow appended
+    assert "replaced with" not in json.dumps(job)
+
+
+def test_the_docker_project_for_the_kubernetes_backend_is_current():
+    from unlearn_search.project import IMAGE, render
+
+    text = (DEPLOY / "k8s" / "project" / "MLproject").read_text()
+    assert text == render(IMAGE), "run: python -m unlearn_search.project --docker > deploy/k8s/project/MLproject"
+    docker = yaml.safe_load(text)
+    assert docker["docker_env"]["image"] == IMAGE and docker["entry_points"] == _entry_points()
