@@ -94,13 +94,26 @@ def create_database(server: str, name: str) -> str:
 def mlflow_server(backend: str, root: Path) -> Iterator[str]:
     """``mlflow server`` with ``backend`` as its store and artifacts served through it (``--serve-artifacts``) from
     ``root/artifacts``, on a free port; yields its URL. Stopped with its workers on exit."""
+    with _mlflow("server", ["--backend-store-uri", backend, "--artifacts-destination", str(root / "artifacts"),
+                            "--serve-artifacts", "--workers", "2"], root) as url:
+        yield url
+
+
+@contextmanager
+def mlflow_ui(store: str, root: Path) -> Iterator[str]:
+    """``mlflow ui`` over the tracking store ``store`` (run in ``root``), on a free port; yields its URL."""
+    with _mlflow("ui", ["--backend-store-uri", store], root) as url:
+        yield url
+
+
+@contextmanager
+def _mlflow(command: str, args: list[str], root: Path) -> Iterator[str]:
     port = free_port()
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / "mlflow_server.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
-                                 "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts",
-                                 "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-                                cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log_path = root / f"mlflow_{command}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", command, *args, "--host", "127.0.0.1", "--port",
+                                 str(port)], cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 180
@@ -110,8 +123,7 @@ def mlflow_server(backend: str, root: Path) -> Iterator[str]:
                     break
                 except OSError:
                     if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("mlflow server did not start: "
-                                           + (root / "mlflow_server.log").read_text()[-3000:]) from None
+                        raise RuntimeError(f"mlflow {command} did not start: {log_path.read_text()[-3000:]}") from None
                     time.sleep(0.5)
             yield url
         finally:

@@ -12,15 +12,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import services
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 #: Flags that keep Chromium from reaching for the network (closed here) and from needing a sandbox (root in CI).
@@ -37,12 +35,6 @@ def _need_chromium() -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium for this test")
     pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); CI runs this test")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -62,33 +54,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def ui(store: dict[str, str]) -> str:
+def ui(store: dict[str, str]) -> Iterator[str]:
     """`mlflow ui` on the store, on a free port of 127.0.0.1; its base URL. Stopped (with its workers) after."""
-    port = _free_port()
-    log = open(Path(store["root"]) / "mlflow_ui.log", "w")  # noqa: SIM115 (open while the server runs)
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store["uri"], "--host",
-                             "127.0.0.1", "--port", str(port)], cwd=store["root"], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("mlflow ui did not start: "
-                                         + (Path(store["root"]) / "mlflow_ui.log").read_text()[-2000:]) from None
-                time.sleep(0.3)
+    with services.mlflow_ui(store["uri"], Path(store["root"])) as base:
         yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 @pytest.fixture(scope="module")
