@@ -18,6 +18,14 @@ from scipy import stats
 
 #: Marker shapes that tell points apart without colour (cycled with tab10's colours).
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+#: Room (inches) added to a figure's width for its legend beside the axes.
+LEGEND_WIDTH = 2.5
+
+
+def _legend_beside(ax: plt.Axes, fontsize: int = 7) -> None:
+    """The legend to the right of the axes, where it covers no point, bar or line whatever the data (matplotlib's
+    "best" placement inside the axes covered the retrain line or a method's curve); ``tight_layout`` makes room."""
+    ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
 def removal_vs_compute(
@@ -25,7 +33,7 @@ def removal_vs_compute(
 ) -> tuple[Figure, go.Figure]:
     """Each trial's removal against the compute it used, with the no-unlearning (0, 0) and retrain (1, 1) points."""
     b, r, f = np.asarray(budget, float), np.asarray(removal, float), np.asarray(feasible, bool)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6 + LEGEND_WIDTH, 4))
     ax.scatter(b[f], r[f], label="trial (utility kept)", color="tab:blue")
     ax.scatter(b[~f], r[~f], label="trial (utility lost)", color="tab:gray", marker="x")
     ax.scatter([0], [0], color="tab:red", marker="s", label="no unlearning")
@@ -35,7 +43,7 @@ def removal_vs_compute(
     ax.set_ylabel("poison removal (0 = none, 1 = retrain)")
     ax.set_title(title)
     ax.axhline(1.0, color="tab:green", lw=0.5, ls="--")
-    ax.legend(fontsize=8)
+    _legend_beside(ax, fontsize=8)
     fig.tight_layout()
     pf = go.Figure()
     pf.add_scatter(x=b[f], y=r[f], mode="markers", name="trial (utility kept)",
@@ -54,14 +62,14 @@ def iz_distributions(series: dict[str, np.ndarray], title: str) -> tuple[Figure,
     lo, hi = min(-4.0, float(allv.min())), max(4.0, float(allv.max()))
     bins = np.linspace(lo, hi, 40).tolist()
     grid = np.linspace(lo, hi, 200)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6 + LEGEND_WIDTH, 4))
     for name, v in series.items():
         ax.hist(v, bins=bins, density=True, histtype="step", lw=1.5, label=f"{name} (mean {np.mean(v):.2f})")
     ax.plot(grid, stats.norm.pdf(grid), color="black", ls="--", label="N(0, 1): never saw the noise")
     ax.set_xlabel("I_z (GUS statistic per poison)")
     ax.set_ylabel("density")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    _legend_beside(ax, fontsize=8)
     fig.tight_layout()
     pf = go.Figure()
     for name, v in series.items():
@@ -77,13 +85,13 @@ def history(values: Sequence[float], title: str) -> tuple[Figure, go.Figure]:
     best = np.fmax.accumulate(np.where(np.isfinite(v), v, -np.inf))
     best[~np.isfinite(best)] = np.nan
     x = np.arange(len(v))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6 + LEGEND_WIDTH, 4))
     ax.scatter(x, v, label="trial removal", s=15)
     ax.step(x, best, where="post", color="tab:red", label="best so far")
     ax.set_xlabel("trial")
     ax.set_ylabel("removal")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    _legend_beside(ax, fontsize=8)
     fig.tight_layout()
     pf = go.Figure()
     pf.add_scatter(x=x, y=v, mode="markers", name="trial removal")
@@ -125,7 +133,7 @@ def removal_by_budget(
     ax.set_xlabel("compute budget (% of retraining)")
     ax.set_ylabel("best poison removal found")
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # outside: covers no line
+    _legend_beside(ax)
     fig.tight_layout()
     pf.add_hline(y=1.0, line_dash="dash", annotation_text="retrain")
     pf.add_hline(y=0.0, line_dash="dot", annotation_text="no unlearning")
@@ -153,7 +161,7 @@ def labelled_scatter(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    _legend_beside(ax)
     fig.tight_layout()
     pf = go.Figure(go.Scatter(x=list(x), y=list(y), mode="markers+text", text=list(names), textposition="top center"))
     for v, lab in hlines:
@@ -170,7 +178,7 @@ def grouped_bars(
     """One group of bars per name (method), one bar per series (attack); NaN bars are left out."""
     n, k = len(names), max(len(groups), 1)
     width = 0.8 / k
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * n + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * n + 2) + LEGEND_WIDTH, 4.5))
     for i, (label, values) in enumerate(groups.items()):
         ax.bar(np.arange(n) + (i - (k - 1) / 2) * width, np.asarray(values, float), width, label=label)
     ax.set_xticks(np.arange(n), list(names), rotation=30, ha="right", fontsize=8)
@@ -178,7 +186,7 @@ def grouped_bars(
     ax.axhline(1.0, color="tab:green", lw=0.8, ls="--")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    _legend_beside(ax, fontsize=8)
     fig.tight_layout()
     pf = go.Figure([go.Bar(name=label, x=list(names), y=list(values)) for label, values in groups.items()])
     pf.update_layout(barmode="group", title=title, yaxis_title=ylabel)
@@ -191,7 +199,7 @@ def removal_by_seed(
     """The verdict's spread: each seed's best removal as a dot per method, the mean as a bar with its 95% interval
     (no interval with one seed); dashed lines at no unlearning (0) and retraining (1)."""
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(names) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(names) + 2) + LEGEND_WIDTH, 4.5))
     pf = go.Figure()
     jitter = np.random.default_rng(0).uniform(-0.12, 0.12, size=max((len(v) for v in per_seed), default=0))
     for i, (name, values, (lo, hi)) in enumerate(zip(names, per_seed, ci, strict=True)):
@@ -216,7 +224,7 @@ def removal_by_seed(
     ax.set_xticks(x, list(names), rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("best poison removal found (0 = none, 1 = retrain)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    _legend_beside(ax)
     fig.tight_layout()
     pf.add_hline(y=1.0, line_dash="dash", annotation_text="retrain")
     pf.add_hline(y=0.0, line_dash="dot", annotation_text="no unlearning")
@@ -228,7 +236,7 @@ def best_so_far(histories: Mapping[str, Sequence[Sequence[float]]], title: str) 
     """Per method, the best feasible removal found after each trial, averaged over seeds (thin lines: each seed;
     the mean starts once every seed has a feasible trial).
     ``histories``: method -> per seed, the removal of each finished trial in order (NaN where none)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7 + LEGEND_WIDTH, 4.5))
     pf = go.Figure()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, seeds) in enumerate(histories.items()):
@@ -256,7 +264,7 @@ def best_so_far(histories: Mapping[str, Sequence[Sequence[float]]], title: str) 
     ax.set_xlabel("trials")
     ax.set_ylabel("best feasible removal so far")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
+    _legend_beside(ax)
     fig.tight_layout()
     pf.add_hline(y=1.0, line_dash="dash", annotation_text="retrain")
     pf.update_layout(title=title, xaxis_title="trials", yaxis_title="best feasible removal so far")
