@@ -138,3 +138,33 @@ def test_registered_best_model_shows_its_alias_and_description(store, ui, page, 
     verdict = "removed" if "poison **removed**" in mv.description else "NOT removed"
     assert f"poison {verdict}" in text  # the description rendered (Markdown bold gone)
     assert "unlearn_search.retrain/" in text and "param.lr" in text
+
+
+def test_interactive_page_draws_every_figure_offline(store, ui, page, tmp_path):  # type: ignore[no-untyped-def]
+    """``plots/dashboard.html`` opened in the compare run's Artifacts tab draws every figure that has a PNG, and no
+    request leaves 127.0.0.1: the page carries plotly.js itself (the per-figure HTML files that loaded it from a
+    CDN were blank offline), once, so it stays under 5 MB."""
+    from mlflow.tracking import MlflowClient
+    from playwright.sync_api import expect
+
+    run_id = re.search(r"/runs/([0-9a-f]+)", store["url"]).group(1)  # type: ignore[union-attr]
+    arts = {Path(a.path).name: a.file_size for a in MlflowClient(store["uri"]).list_artifacts(run_id, "plots")}
+    assert arts["dashboard.html"] < 5_000_000, arts
+    figures = sorted(name[: -len(".png")] for name in arts if name.endswith(".png"))
+    outside: list[str] = []
+
+    def local_only(route):  # type: ignore[no-untyped-def]
+        if route.request.url.startswith((ui, "blob:", "data:", "about:")):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", local_only)
+    page.goto(re.sub(r"\?", "/artifacts/plots/dashboard.html?", _local(store["url"], ui), count=1))
+    frame = page.frame_locator("iframe").first  # MLflow shows an HTML artifact in a sandboxed frame
+    frame.locator(".js-plotly-plot .main-svg").first.wait_for()
+    expect(frame.locator(".js-plotly-plot:has(.main-svg)")).to_have_count(len(figures))  # each one drawn
+    page.screenshot(path=str(tmp_path / "dashboard_in_artifacts.png"))
+    assert sorted(frame.locator("section > h2").all_inner_texts()) == figures
+    assert not outside, outside
