@@ -56,9 +56,12 @@ def test_tune_logs_parent_and_children_and_resumes(mlflow_store, capsys):
             "plots/optimization_history.png"} <= arts
     verdict_txt = mlflow.artifacts.load_text(f"runs:/{pid}/verdict.txt")
     assert max(len(line) for line in verdict_txt.splitlines()) <= 100  # wrapped
+    # at spaces only: the printed verdict, word for word ("one-sided" is not broken after its hyphen)
+    assert " ".join(verdict_txt.split()) in " ".join(out.split())
     assert "trials.csv" in {a.path for a in MlflowClient().list_artifacts(pid)}
     run = MlflowClient().get_run(pid)
     assert "best_trial" in run.data.tags and "best removal found" in out
+    assert len(run.data.tags["verdict"]) <= 120  # short enough to read whole in MLflow's tag chips
     mv = MlflowClient().get_model_version_by_alias(tracking.registered_name(tracking.unlearned_role("gd")), "best")
     assert mv.tags["study"] == "s1" and mv.tags["trial"] == run.data.tags["best_trial"]
     # resume: the same study name continues the study with n_trials more; references are not retrained

@@ -216,7 +216,7 @@ def summarise(
     short = (f"removal {bm['removal']:.3f} at budget {bm['budget_used']:.3f}; poison still detected: "
              f"{'yes' if detected else 'no'}{'; still improving' if still else ''}")
     tracking.set_tags({"verdict": short, "best_trial": str(best.number)})
-    tracking.log_text(textwrap.fill(verdict, width=100) + "\n", "verdict.txt")
+    tracking.log_text(textwrap.fill(verdict, width=100, break_on_hyphens=False) + "\n", "verdict.txt")
     tracking.set_description(
         f"**{tc.method}**: {verdict}\n\nBest trial's hyperparameters: "
         + ", ".join(f"`{k}` = {v:.4g}" if isinstance(v, float) else f"`{k}` = {v}" for k, v in best.params.items())
