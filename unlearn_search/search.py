@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import optuna
+from optuna.storages._heartbeat import BaseHeartbeat  # not exported by optuna.storages
 from torch import nn
 
 from .context import RunContext
@@ -86,11 +87,55 @@ def expand_storage(url: str) -> str:
     return os.path.expandvars(url)
 
 
+#: The system attribute of a trial (run through a gRPC proxy) that holds its worker's last heartbeat, in seconds
+#: since the epoch of that worker's clock.
+HEARTBEAT_ATTR = "unlearn_search:heartbeat"
+
+
+class GrpcProxyWithHeartbeat(optuna.storages.GrpcStorageProxy, BaseHeartbeat):
+    """Optuna's gRPC storage proxy client with a heartbeat, which the proxy protocol lacks.
+
+    Optuna's heartbeat lives in `optuna.storages.RDBStorage` (a table written by each worker): a client of the proxy
+    writes none, so a trial of a worker killed on another host would stay RUNNING for good, even for workers that
+    open the database directly (their check skips trials without a heartbeat row). Here the worker's beat is a
+    trial system attribute (`HEARTBEAT_ATTR`, written every ``interval`` seconds by Optuna's own heartbeat thread
+    during `optuna.Study.optimize`), and the next proxy client that opens the study (`fail_dead_trials`, and
+    Optuna before each trial) fails a RUNNING trial whose beat is older than ``grace`` seconds. The beat is the
+    worker's wall clock, compared with the checker's: hosts' clocks must agree to within ``grace - interval``
+    (NTP does).
+    """
+
+    def __init__(self, *, host: str, port: int, interval: int, grace: int) -> None:
+        super().__init__(host=host, port=port)
+        self.interval, self.grace = interval, grace
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker failed the trial (its beats were late); this worker's tell is refused anyway
+        except Exception as e:  # a missed beat (the proxy restarting): the next one retries, the thread must live
+            log.warning("heartbeat of trial id %d not recorded: %s", trial_id, (str(e).strip().splitlines() or [""])[0])
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        now = time.time()
+        running = self.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        # a trial without a beat (its worker killed before the first one, or not a heartbeat client) is left alone,
+        # as RDBStorage leaves a trial without a heartbeat row
+        return [t._trial_id for t in running if now - float(t.system_attrs.get(HEARTBEAT_ATTR, now)) > self.grace]
+
+    def get_heartbeat_interval(self) -> int:
+        return self.interval
+
+    def get_heartbeat_stale_trial_callback(self) -> None:
+        return None
+
+
 def _grpc_storage(url: str, timeout_s: float = 10.0) -> optuna.storages.BaseStorage:
     """``grpc://host:port``: Optuna's gRPC storage proxy (`optuna.storages.GrpcStorageProxy`), for more workers than
     one database serves; the proxy server (`optuna.storages.run_grpc_proxy_server`) runs in front of a database
-    storage, whose heartbeat (set where the server opens it) fails a dead worker's trial. Checked to answer before
-    any work: an unreachable proxy is one `UsageError`."""
+    storage. Workers beat through the proxy (`GrpcProxyWithHeartbeat`), so a dead worker's trial is failed on any
+    host. Checked to answer, and its storage with it, before any work: otherwise one `UsageError`."""
     from .redact import redact_uri
 
     parts = urlsplit(expand_storage(url))
@@ -102,6 +147,7 @@ def _grpc_storage(url: str, timeout_s: float = 10.0) -> optuna.storages.BaseStor
         import grpc
     except ImportError:
         raise UsageError(f"storage {redact_uri(url)!r} needs the gRPC client: pip install -e \".[grpc]\"") from None
+    heartbeat = heartbeat_interval()
     channel = grpc.insecure_channel(f"{host}:{port}")
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout_s)
@@ -112,7 +158,17 @@ def _grpc_storage(url: str, timeout_s: float = 10.0) -> optuna.storages.BaseStor
         channel.close()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.GrpcStorageProxy(host=host, port=port)
+        storage = GrpcProxyWithHeartbeat(host=host, port=port, interval=heartbeat, grace=3 * heartbeat)
+    try:  # one cheap call through to the database: a proxy whose database is down answers the handshake alone
+        storage.get_study_id_from_name("unlearn_search: connection check")
+    except KeyError:
+        pass
+    except grpc.RpcError as e:
+        storage.close()
+        detail = (str(e.details() or e.code()).strip().splitlines() or ["no detail"])[0]
+        raise UsageError(f"storage {redact_uri(url)!r} cannot be used: the gRPC storage proxy at {host}:{port} "
+                         f"answered {e.code().name}: {detail[:300]}") from None
+    return storage
 
 
 def heartbeat_interval() -> int:
@@ -285,8 +341,9 @@ def fail_dead_trials(study: optuna.Study) -> list[tuple[int, str]]:
     A killed worker (kill -9, a crash, a lost machine) leaves its trial RUNNING for good. Each trial records its
     worker (`workers.worker_id`) first thing; a trial of a dead process of this host is failed here, when the study
     is next opened. Database storages also have Optuna's heartbeat, which fails a trial of any host once its worker
-    stopped beating for the grace period; the journal file has no heartbeat, so a trial left by a worker of another
-    host stays RUNNING there (a journal file serves one machine).
+    stopped beating for the grace period, and so does a gRPC proxy (`GrpcProxyWithHeartbeat`); the journal file has
+    no heartbeat, so a trial left by a worker of another host stays RUNNING there (a journal file serves one
+    machine).
     """
     from .workers import is_dead
 
