@@ -8,6 +8,7 @@ import json
 import re
 import shlex
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -34,6 +35,24 @@ def _check_mlflow_run(argv: list[str]) -> None:
         if key == "storage":
             assert re.search(r"\$\{?\$?\{?PGPASSWORD\}", value) and ":" in value, value  # from the environment
     assert "method" in {p.partition("=")[0] for p in params}
+
+
+def _check_kubernetes_object(doc: dict, kind: str) -> None:
+    """``doc`` is a valid Kubernetes ``kind`` as far as the API's client models tell without a cluster: every
+    required field present and every field known (a misspelled one, e.g. ``completionmode``, is dropped by the
+    models, so the round trip would differ)."""
+    from kubernetes.client import ApiClient
+
+    class Response:  # what ApiClient.deserialize reads
+        data = json.dumps(doc)
+
+    api = ApiClient()
+    back = api.sanitize_for_serialization(api.deserialize(Response(), kind))
+
+    def plain(d: object) -> object:  # quantities such as `nvidia.com/gpu: 1` come back as strings
+        return json.loads(json.dumps(d), parse_int=str, parse_float=str)
+
+    assert plain(back) == plain(doc)
 
 
 def test_dockerfile_copies_only_what_exists_and_installs_existing_extras():
@@ -66,14 +85,33 @@ def test_compose_file_runs_the_services_and_workers_of_existing_entry_points():
     assert worker["depends_on"]["setup"]["condition"] == "service_completed_successfully"
     server = " ".join(services["mlflow"]["command"])
     assert "mlflow server" in server and "--serve-artifacts" in server and "postgresql://" in server
+    # MLflow's server answers only the Host names it allows (by default localhost and private IP addresses)
+    (allowed,) = re.findall(r'--allowed-hosts "?([^"\s]+)', server)
+    for name in ("setup", "worker"):
+        assert urlsplit(services[name]["environment"]["MLFLOW_TRACKING_URI"]).netloc in allowed.split(","), name
     assert (DEPLOY / "initdb" / "mlflow.sql").exists()
     text = (DEPLOY / "docker-compose.yaml").read_text()
     assert not re.search(r"postgresql://\w+:(?!\$)[^@\s]+@", text), "a literal password"
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD")
 
 
+def test_compose_setup_creates_the_experiment_and_fetches_the_dataset_once_for_the_workers(mlflow_store,
+                                                                                             monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    setup = yaml.safe_load((DEPLOY / "docker-compose.yaml").read_text())["services"]["setup"]
+    assert setup["entrypoint"] == ["python", "-c"]
+    assert "data:/data" in setup["volumes"]  # the workers' data volume
+    monkeypatch.setenv("PRESET", "default")  # the embedded dataset: nothing downloaded here
+    (code,) = setup["command"]
+    for _ in range(2):  # a second `up` finds the experiment
+        exec(compile(code, "setup", "exec"), {})
+    assert MlflowClient().get_experiment_by_name("unlearn_search") is not None
+
+
 def test_kubernetes_indexed_job_runs_tune_workers_with_the_password_from_a_secret():
     job = yaml.safe_load((DEPLOY / "k8s" / "tune-job.yaml").read_text())
+    _check_kubernetes_object(job, "V1Job")
     assert job["kind"] == "Job" and job["apiVersion"] == "batch/v1"
     assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["parallelism"] >= 1
     (container,) = job["spec"]["template"]["spec"]["containers"]

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: Flags of other tools the docs show in commands (mlflow's).
 OTHER_TOOLS = {"--backend-store-uri", "--env-manager", "--experiment-name", "--host", "--port", "--serve-artifacts",
-               "--artifacts-destination", "--key"}  # --key: the placeholder in "--key value"
+               "--artifacts-destination", "--allowed-hosts", "--key"}  # --key: the placeholder in "--key value"
 
 
 def _text(page: Path) -> str:
