@@ -388,8 +388,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     tu.add_argument("--budget-max", type=float, default=0.1,
                     help="largest budget a trial may draw (fraction of retraining)")
     tu.add_argument("--storage", default="optuna_journal.log",
-                    help="Optuna storage shared by all workers: a journal file (one machine) or a database URL "
-                    "such as postgresql://user:${PGPASSWORD}@host/db (many machines); $VARS come from the environment")
+                    help="Optuna storage shared by all workers: a journal file (one machine), a database URL "
+                    "such as postgresql://user:${PGPASSWORD}@host/db (many machines), or an Optuna gRPC storage proxy "
+                    "grpc://host:port (more workers than a database serves); $VARS come from the environment")
     tu.add_argument("--study-name", default="", help="default: <method>-<scenario hash>")
     tu.add_argument("--sampler-seed", type=int, default=-1,
                     help="seed of Optuna's sampler (-1: use --seed); every worker of a study uses the study's seed "
