@@ -646,19 +646,17 @@ def _writer_pool() -> Any:
 def log_finished_run(name: str, tags: dict[str, str], metrics: dict[str, float], link_tag: str) -> str:
     """A finished run beside the active run: top level in the same experiment (so that MLflow's runs table and
     charts show it without expanding anything), linked to the active run by the tag ``link_tag``, with
-    `provenance` tags. Returns its id."""
-    from mlflow.entities import Metric
+    `provenance` tags. Written here, synchronously, by the same code as the writer process's runs. Returns its id."""
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+    from . import runwriter
 
     active = _active()
-    client = MlflowClient()
     now = int(time.time() * 1000)
-    run = client.create_run(active.info.experiment_id, start_time=now, run_name=name,
-                            tags={**provenance(), **{k: str(v) for k, v in tags.items()},
-                                  link_tag: active.info.run_id})
-    finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-    client.log_batch(run.info.run_id, metrics=[Metric(k, v, now, 0) for k, v in finite.items()])
-    client.set_terminated(run.info.run_id, status="FINISHED", end_time=now)
-    return str(run.info.run_id)
+    all_tags = {**provenance(), **{k: str(v) for k, v in tags.items()}, link_tag: active.info.run_id,
+                MLFLOW_RUN_NAME: name}
+    return runwriter.write(mlflow.get_tracking_uri(), active.info.experiment_id, all_tags, name, now, now, {},
+                           metrics, False)
 
 
 def search_runs(filter_string: str, experiment_ids: list[str] | None = None) -> list[Run]:
