@@ -67,7 +67,7 @@ def test_backdoor_works_only_on_the_model_that_saw_it(backdoor_models):
     "params, needle",
     [({"target_class": 10}, "target_class=10 is out of range; valid: 0..9"),
      ({"patch_size": 9}, "patch_size=9"),
-     ({"trigger": "x"}, "unknown attack parameter(s) trigger for attack 'backdoor'")],
+     ({"trigger_word": "x"}, "unknown attack parameter(s) trigger_word for attack 'backdoor'")],
 )
 def test_bad_parameters(params, needle):
     with pytest.raises(UsageError, match=needle.replace("(", r"\(").replace(")", r"\)")):

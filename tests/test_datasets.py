@@ -251,8 +251,9 @@ def test_image_folder_errors(tmp_path):
 def test_check_dataset_name():
     check_dataset_name("digits")
     check_dataset_name("cifar10@2000,500")  # syntax only: nothing is loaded
-    with pytest.raises(UsageError, match=r"unknown dataset 'cifar10@2000'; valid: cifar10, digits, folder:<path>, "
-                                         r"npz:<path>, each optionally followed by @<n_train>,<n_test>"):
+    with pytest.raises(UsageError, match=r"unknown dataset 'cifar10@2000'; valid: cifar10, digits, imdb, sentiment, "
+                                         r"folder:<path>, npz:<path>, text:<file>, each optionally followed by "
+                                         r"@<n_train>,<n_test>"):
         check_dataset_name("cifar10@2000")
     with pytest.raises(UsageError, match=r"npz path '/no/such\.npz' does not exist"):
         check_dataset_name("npz:/no/such.npz")

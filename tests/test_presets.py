@@ -48,7 +48,7 @@ def test_every_preset_names_a_valid_dataset_and_model(name):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--preset", "huge"], "unknown preset 'huge'; valid: default, paper, paper-small"),
+    (["--preset", "huge"], "unknown preset 'huge'; valid: default, llm-small, paper, paper-llm, paper-small"),
     (["--train-epochs", "many"], "invalid value 'many'"),
 ])
 def test_bad_preset_input_is_one_line_exit_2(argv, needle, capsys, mlflow_store, cli_exit):

@@ -40,9 +40,11 @@ def _add_scenario_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--preset", default="default", help="; ".join(
         f"{n}: {PRESETS.get(n).summary}" for n in PRESETS.names()))
     s.add_argument("--dataset", default="default",
-                   help="digits, cifar10, npz:<file>, folder:<dir> (default: the preset's; digits)")
+                   help="digits, cifar10, npz:<file>, folder:<dir>; text: sentiment, imdb, text:<file.csv|.jsonl> "
+                        "(default: the preset's; digits)")
     s.add_argument("--model", default="default",
-                   help="mlp, cnn, linear, resnet18_cifar or timm:<architecture> (default: the preset's; mlp)")
+                   help="mlp, cnn, linear, resnet18_cifar or timm:<architecture>; text: gpt2-tiny, gpt2-mini or "
+                        "hf:<name> (default: the preset's; mlp)")
     s.add_argument("--attack", default="gaussian",
                    help=f"poisoning attack: {', '.join(ATTACKS.names())} (default: gaussian)")
     s.add_argument("--poison-fraction", type=_optional_float, default="default",
@@ -97,7 +99,7 @@ def _prepare(a: argparse.Namespace) -> tuple[Any, Any, Any]:
     cfg = scenario_from_args(a)
     ctx = RunContext(seed=cfg.seed, device=select_device(a.device))
     # the data too: a malformed file or an attack parameter the data cannot take fails here, before any run exists
-    data = load_dataset(cfg.dataset)
+    data = load_dataset(cfg.dataset, cfg.model, cfg.train.max_length)
     cfg.make_attack().check_data(data)
     return cfg, ctx, data
 
@@ -134,7 +136,7 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
     cfg, ctx, data = _prepare(a)
     from .models import ModelSpec, create_model
 
-    method.check(mcfg, create_model(ModelSpec(cfg.model, data.input_shape, data.n_classes), seed=0))
+    method.check(mcfg, create_model(ModelSpec(cfg.model, data.input_shape, data.n_classes, data.vocab_size), seed=0))
     tracking.configure(a.experiment)
     tags = {"entry_point": "unlearn", "method": method.name, "scenario_hash": cfg.hash}
     with tracking.run(f"{method.name}-{cfg.hash[:8]}", tags=tags):
@@ -166,7 +168,8 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
                 f"one `unlearn` run at budget {a.budget:g}", refs.scenario.attack.residual_test)
             mv = tracking.log_model(out.model, refs.scenario.spec, tracking.unlearned_role(method.name),
                                     input_example=refs.scenario.data.x_test[:2], tags=lineage, name=method.name,
-                                    params=hparams, metrics=out.metrics, description=description)
+                                    params=hparams, metrics=out.metrics, description=description,
+                                    tokenizer=refs.scenario.data.tokenizer)
             log.info("registered %s v%s", mv.name, mv.version)
     table = {"poisoned": refs.metrics["poisoned"], method.name: out.metrics, "retrain": refs.metrics["retrain"]}
     _print_table(f"{method.name} on scenario {cfg.hash}, budget {a.budget:g}", table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -50,6 +51,22 @@ class RunContext:
 
     def child(self, offset: int) -> RunContext:
         return RunContext(seed=_mix(self.seed, offset), device=self.device)
+
+    def seeded_global_rng(self, offset: int) -> Any:
+        """``with ctx.seeded_global_rng(offset):`` torch's global RNG (CPU, and the device's on CUDA) is seeded from
+        ``seed`` and ``offset`` inside and restored after. For what draws from it and cannot be given a generator:
+        dropout in a language model's training. Without it a run's numbers would depend on what the process did
+        before (an earlier trial, another scenario)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def seeded() -> Any:
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices, device_type=self.device.type):
+                torch.manual_seed(_mix(self.seed, offset))
+                yield
+
+        return seeded()
 
 
 def _mix(seed: int, offset: int) -> int:

@@ -55,4 +55,28 @@ PRESETS.register("paper-small")(Preset(
     attack_params={"gaussian": {"poison_fraction": 0.1, "eps": 0.1}},
 ))
 
+#: The language track (PAPER.md 8): GPT-2 medium fine-tuned in full on IMDb with Adam, 5 seeds as reported. The
+#: paper reportedly gave GPT-2 one epoch of unlearning; with 10 epochs of fine-tuning, tune's largest budget (0.1 of
+#: retraining) is that one epoch, as 10% is 10 of 100 epochs on CIFAR-10. 1.5% of the texts poisoned (as the vision
+#: forget sets); the embedding noise scale for GPT-2 is not known (the first author's later configs use 0.5 and
+#: 1e-3): 0.1 is ours, about the size of GPT-2's own token embeddings per dimension, and has not been measured.
+PRESETS.register("paper-llm")(Preset(
+    summary="the paper's language track: IMDb, GPT-2 medium (hf:gpt2-medium), 10 epochs of Adam (a GPU, network)",
+    dataset="imdb", model="hf:gpt2-medium",
+    train=TrainConfig(epochs=10, batch_size=16, optimizer="adam", lr=2e-5, max_length=256),
+    attack_params={"gaussian": {"poison_fraction": 0.015, "eps": 0.1}},
+    seeds=5,
+))
+
+#: The language track on 2 CPU cores: the generated sentiment task, a 2-layer GPT-2 built from a config with a
+#: tokenizer built from the texts (no download), 32 tokens per text. Calibrated like the embedded default (see
+#: docs/calibration.md): eps = 0.3 gave the poisoned model a GUS z far above the retrained model's on seeds 0-2.
+PRESETS.register("llm-small")(Preset(
+    summary="the language track small: generated sentiment texts, a 2-layer GPT-2 (gpt2-tiny), 40 epochs of Adam "
+            "(minutes on 2 CPU cores, offline)",
+    dataset="sentiment", model="gpt2-tiny",
+    train=TrainConfig(epochs=40, batch_size=64, optimizer="adam", lr=3e-3, max_length=32),
+    attack_params={"gaussian": {"poison_fraction": 0.1, "eps": 0.3}},
+))
+
 __all__ = ["PRESETS", "Preset"]

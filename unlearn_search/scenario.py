@@ -20,9 +20,11 @@ from .attacks import ATTACKS, Attack, Poisoning, Victim
 from .compute import retrain_cost
 from .context import RunContext
 from .data import Dataset, check_dataset_name, dataset_fingerprint, load_dataset
+from .data.text import is_text_dataset
 from .errors import check_range
 from .metrics import loss_mia
 from .models import ModelSpec, check_model_name, create_model
+from .models.text import is_text_model
 from .training import TrainConfig, accuracy, accuracy_and_losses, train
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,13 @@ class ScenarioConfig:
     def __post_init__(self) -> None:
         check_dataset_name(self.dataset)
         check_model_name(self.model)
+        if is_text_dataset(self.dataset) != is_text_model(self.model):
+            from .errors import UsageError
+
+            kind = "text" if is_text_dataset(self.dataset) else "image"
+            raise UsageError(f"model {self.model!r} does not fit the {kind} dataset {self.dataset!r}; valid: "
+                             + ("hf:<name>, gpt2-tiny, gpt2-mini" if kind == "text" else
+                                "mlp, cnn, linear, resnet18_cifar, timm:<architecture>"))
         attack_cls = ATTACKS.get(self.attack)
         check_range("seed", self.seed, low=0)
         # Normalise to the attack's full config (defaults filled in), so equal scenarios hash equally.
@@ -58,7 +67,10 @@ class ScenarioConfig:
         if fingerprint:  # a user's files: edited data must not reuse references trained on the old contents
             flat["dataset.fingerprint"] = fingerprint
         flat.update({f"attack.{k}": v for k, v in self.attack_params.items()})
-        flat.update({f"train.{k}": v for k, v in self.train.to_dict().items()})
+        train = self.train.to_dict()
+        if not is_text_dataset(self.dataset):
+            del train["max_length"]  # images have no sequence length (and keep the hashes they had before it)
+        flat.update({f"train.{k}": v for k, v in train.items()})
         return dict(sorted(flat.items()))
 
     @property
@@ -78,7 +90,7 @@ class Scenario:
 
     @property
     def spec(self) -> ModelSpec:
-        return ModelSpec(self.config.model, self.data.input_shape, self.data.n_classes)
+        return ModelSpec(self.config.model, self.data.input_shape, self.data.n_classes, self.data.vocab_size)
 
     @property
     def retain_mask(self) -> torch.Tensor:
@@ -108,10 +120,10 @@ class Scenario:
 
 def build_scenario(cfg: ScenarioConfig, ctx: RunContext, poisoning: Poisoning | None = None) -> Scenario:
     """Load the data and craft the poisons (or take ``poisoning`` as given, when reusing a stored scenario)."""
-    data = load_dataset(cfg.dataset)
+    data = load_dataset(cfg.dataset, cfg.model, cfg.train.max_length)
     attack = cfg.make_attack()
     if poisoning is None:
-        victim = Victim(ModelSpec(cfg.model, data.input_shape, data.n_classes), cfg.train)
+        victim = Victim(ModelSpec(cfg.model, data.input_shape, data.n_classes, data.vocab_size), cfg.train)
         poisoning = attack.craft(data, ctx.child(7), victim)
     log.info("scenario %s: %d training points, %d poisons (%s)", cfg.hash, len(data.x_train),
              poisoning.n_poison, cfg.attack)

@@ -143,7 +143,8 @@ def _log_references(models: dict[str, nn.Module], scenario: Scenario, cfg: Scena
             tracking.log_metrics(m)
             tags = {**lineage, "role": role, **_str(cfg.to_flat())}
             logged[role] = (tracking.log_model_unregistered(model, scenario.spec, tags, name=role, metrics=m,
-                                                            input_example=scenario.data.x_test[:2]), tags)
+                                                            input_example=scenario.data.x_test[:2],
+                                                            tokenizer=scenario.data.tokenizer), tags)
             metrics[role] = m
     for role, (uri, tags) in logged.items():
         refs[role] = tracking.VersionRef.of(tracking.register(uri, role, tags, description=_describe_reference(

@@ -46,9 +46,11 @@ class TrainConfig:
     augment: str = "none"  # or "crop_flip" (random crop with 4-pixel zero padding + horizontal flip)
     lr_schedule: str = "constant"  # or "cosine": annealed to 0 over `epochs`, stepped once per epoch
     amp: bool = False  # bf16 autocast; CUDA only (ignored on CPU)
+    max_length: int = 128  # text datasets: tokens per row (truncated / padded); ignored for images
 
     def __post_init__(self) -> None:
         check_range("epochs", self.epochs, low=1)
+        check_range("max_length", self.max_length, low=1)
         check_range("batch_size", self.batch_size, low=1)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_range("lr", self.lr, low=0, low_open=True)
@@ -127,7 +129,21 @@ def train(
     meter: ComputeMeter | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> nn.Module:
-    """Train ``model`` in place on ``(x, y)`` with ``cfg``; returns it. Charges each batch to ``meter``."""
+    """Train ``model`` in place on ``(x, y)`` with ``cfg``; returns it. Charges each batch to ``meter``.
+    Dropout (language models) draws from the global RNG, seeded from ``ctx`` for the duration."""
+    with ctx.seeded_global_rng(3):
+        return _train(model, x, y, cfg, ctx, meter, on_epoch)
+
+
+def _train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainConfig,
+    ctx: RunContext,
+    meter: ComputeMeter | None,
+    on_epoch: Callable[[int, float], None] | None,
+) -> nn.Module:
     meter = meter if meter is not None else ComputeMeter()
     device = ctx.device
     cuda = device.type == "cuda"

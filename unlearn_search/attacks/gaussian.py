@@ -4,6 +4,13 @@ Threat model: the attacker adds i.i.d. noise xi_z ~ N(0, eps^2 I) to the inputs 
 ``round(poison_fraction * n_train)`` training points, leaving labels unchanged. The noise enters in the raw input
 space ([0, 1] pixels, before any normalisation or augmentation) and is not clipped, so that the GUS statistic's
 null distribution is exactly N(0, 1). The noise and a second, independent draw (the null for ``gus_auc``) are kept.
+
+Text (`data.text`; the first author's later code): the noise is added to the poison's input token embeddings right
+after the lookup, before the position embeddings, fixed per poison: the poison row keeps its clean token ids and
+carries the seed of its noise (and ``eps``), which the model regenerates (`data.text.embedding_noise`, zero at
+padding). GUS then takes the gradient with respect to the clean input embeddings (`metrics.gus.embedding_gradients`),
+flattened over tokens x dimensions; padding positions carry neither noise nor gradient, so they do not count, and
+I_z is again exactly N(0, 1) for a model that never saw the noise. The seeds, not the noise, are stored.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from torch import nn
 from ..context import RunContext
 from ..data import Dataset
 from ..errors import UsageError, check_range
-from ..metrics.gus import gus_statistic, gus_summary, input_gradients
+from ..metrics.gus import embedding_gradients, gus_statistic, gus_summary, input_gradients
 from . import ATTACKS, Attack, Poisoning, Victim
 
 
@@ -49,6 +56,13 @@ class GaussianPoisoning(Attack):
         gen = ctx.generator(offset=101)
         indices = torch.randperm(n, generator=gen)[:k].sort().values
         x_clean = data.x_train[indices]
+        if data.is_text:
+            from ..data.text import with_noise
+
+            seeds = torch.randint(0, 2**31, (2, k), generator=gen)  # torch seeds its generator from the low 32 bits
+            return Poisoning(indices=indices, x_poison=with_noise(x_clean, seeds[0], self.cfg.eps),
+                             y_poison=data.y_train[indices].clone(),
+                             arrays={"noise_seed": seeds[0], "indep_seed": seeds[1]})
         noise = self.cfg.eps * torch.randn(x_clean.shape, generator=gen)
         indep = self.cfg.eps * torch.randn(x_clean.shape, generator=gen)
         return Poisoning(
@@ -71,10 +85,25 @@ class GaussianPoisoning(Attack):
         self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext
     ) -> tuple[dict[str, float], np.ndarray]:
         # Evaluated at the *clean* inputs with their true labels, never with augmentation (eval mode).
+        if data.is_text:
+            return self._text_scores(model, data, poisoning, ctx)
         grads = input_gradients(model, data.x_train[poisoning.indices], data.y_train[poisoning.indices], ctx.device)
         i_poison = gus_statistic(grads, poisoning.arrays["noise"], self.cfg.eps)
         i_indep = gus_statistic(grads, poisoning.arrays["indep_noise"], self.cfg.eps)
         return gus_summary(i_poison, i_indep), i_poison.numpy()
+
+    def _text_scores(self, model: nn.Module, data: Dataset, poisoning: Poisoning,
+                     ctx: RunContext) -> tuple[dict[str, float], np.ndarray]:
+        from ..data.text import embedding_noise, noise_scale, split_rows
+
+        x_clean = data.x_train[poisoning.indices]
+        grads = embedding_gradients(model, x_clean, data.y_train[poisoning.indices], ctx.device)
+        _, mask, _, _ = split_rows(x_clean)
+        eps = noise_scale(self.cfg.eps)  # the scale the rows carry, hence the model's noise
+        scales = torch.full((len(x_clean),), eps, dtype=torch.float64)
+        stats = [gus_statistic(grads, embedding_noise(poisoning.arrays[key], scales, mask, grads.shape[-1]), eps)
+                 for key in ("noise_seed", "indep_seed")]
+        return gus_summary(*stats), stats[0].numpy()
 
     def evaluate(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> dict[str, float]:
         return self.evaluate_with_scores(model, data, poisoning, ctx)[0]

@@ -1,7 +1,8 @@
 """Datasets by name, kept in memory as tensors.
 
 A dataset is a `Dataset`: train and test tensors of shape ``(N, C, H, W)`` with values in ``[0, 1]`` (the raw input
-space in which poisons are applied) and int64 labels. Loaders are registered in `DATASETS`; a loader takes no data
+space in which poisons are applied) and int64 labels; a text dataset (`text`) holds int64 rows of token ids instead,
+tokenised for the scenario's model. Loaders are registered in `DATASETS`; a loader takes no data
 at construction and returns a `Dataset` when called (``load_dataset(name)``).
 
 Dataset names (``check_dataset_name`` validates one without loading it):
@@ -10,6 +11,8 @@ Dataset names (``check_dataset_name`` validates one without loading it):
   directory: ``$UNLEARN_SEARCH_DATA``, default ``~/.cache/unlearn_search/data``; see `cifar10`);
 - a source prefix and a path, like ``timm:`` models: ``npz:<file.npz>`` (arrays ``x_train``, ``y_train``, ``x_test``,
   ``y_test``) or ``folder:<dir>`` (``<dir>/train/<class>/*.png`` and ``<dir>/test/<class>/*.png``); see `files`;
+- a text dataset: ``sentiment`` (embedded, generated), ``imdb`` (Hugging Face ``datasets``) or ``text:<file>``
+  (CSV / JSONL), see `text`; loading one needs the model it is tokenised for;
 - either, followed by ``@<n_train>,<n_test>``: a class-stratified subset of that many train and test points, drawn
   with a fixed seed (`SUBSET_SEED`, the same for every scenario seed), e.g. ``cifar10@2000,500``.
 """
@@ -19,8 +22,9 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,11 +40,17 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     n_classes: int
+    vocab_size: int = 0  # text: the tokenizer's vocabulary (0 for images)
+    tokenizer: Any = field(default=None, compare=False, repr=False)  # text: what tokenised it (`models.text`)
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.x_train.shape[1:]
-        return (int(c), int(h), int(w))
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of an image, (max_length + 2,) of a text row (`text`)."""
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+    @property
+    def is_text(self) -> bool:
+        return self.vocab_size > 0
 
     def __post_init__(self) -> None:
         if self.x_train.shape[0] != self.y_train.shape[0] or self.x_test.shape[0] != self.y_test.shape[0]:
@@ -66,14 +76,25 @@ def _parse(name: str) -> tuple[str, str | None, str, tuple[int, int] | None]:
 
 
 def _valid_names() -> str:
-    sources = ", ".join(f"{p}:<path>" for p in DATASET_SOURCES.names())
-    return f"{', '.join(DATASETS.names())}, {sources}, each optionally followed by @<n_train>,<n_test>"
+    from .text import TEXT_DATASETS, TEXT_PREFIX
+
+    sources = ", ".join([*(f"{p}:<path>" for p in DATASET_SOURCES.names()), f"{TEXT_PREFIX}<file>"])
+    return (f"{', '.join([*DATASETS.names(), *TEXT_DATASETS.names()])}, {sources}, each optionally followed by "
+            "@<n_train>,<n_test>")
 
 
 def check_dataset_name(name: str) -> None:
     """Raise `UsageError` for a bad dataset name, without loading any data (a source's path must exist)."""
+    from .text import TEXT_DATASETS, TEXT_PREFIX
+
     base, prefix, rest, sizes = _parse(name)
-    if prefix is not None:
+    if base.startswith(TEXT_PREFIX):
+        path = base[len(TEXT_PREFIX):]
+        if not path or not Path(path).expanduser().is_file():
+            raise UsageError(f"dataset {name!r}: text file {path!r} does not exist")
+    elif base in TEXT_DATASETS:
+        pass
+    elif prefix is not None:
         if not rest or not Path(rest).expanduser().exists():
             raise UsageError(f"dataset {name!r}: {prefix} path {rest!r} does not exist")
     elif base not in DATASETS:
@@ -86,8 +107,12 @@ def dataset_fingerprint(name: str) -> str:
     """For a user's files (``npz:`` / ``folder:``), a digest of their contents (the npz bytes; for a folder, every
     file's relative path, size and modification time), so that edited data changes the scenario hash; ``""`` for
     built-in datasets, whose contents are fixed by the package."""
-    _, prefix, rest, _ = _parse(name)
-    if prefix is None:
+    from .text import TEXT_PREFIX
+
+    base, prefix, rest, _ = _parse(name)
+    if base.startswith(TEXT_PREFIX):
+        rest = base[len(TEXT_PREFIX):]
+    elif prefix is None:
         return ""
     path = Path(rest).expanduser()
     digest = hashlib.sha256()
@@ -103,10 +128,20 @@ def dataset_fingerprint(name: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_dataset(name: str) -> Dataset:
-    """The dataset called ``name`` (see the module docstring for the name forms)."""
+def load_dataset(name: str, model: str | None = None, max_length: int = 128) -> Dataset:
+    """The dataset called ``name`` (see the module docstring for the name forms). A text dataset is tokenised for
+    ``model`` (required then) with rows of ``max_length`` tokens; an image dataset ignores both."""
+    from .text import is_text_dataset, load_corpus, subset_corpus, tokenise
+
     check_dataset_name(name)
     base, prefix, rest, sizes = _parse(name)
+    if is_text_dataset(name):
+        if model is None:
+            raise UsageError(f"text dataset {name!r} is tokenised for a model; none was given")
+        corpus = load_corpus(base)
+        if sizes is not None:
+            corpus = subset_corpus(corpus, *sizes, seed=SUBSET_SEED)
+        return replace(tokenise(corpus, model, max_length), name=name)
     data = DATASET_SOURCES.get(prefix)(str(Path(rest).expanduser())) if prefix else DATASETS.get(base)()
     if sizes is not None:
         data = stratified_subset(data, *sizes)
@@ -147,5 +182,6 @@ def _stratified_indices(y: torch.Tensor, n: int, g: torch.Generator, what: str) 
 from . import cifar10 as _cifar10  # noqa: E402,F401  (registers "cifar10")
 from . import digits as _digits  # noqa: E402,F401  (registers "digits")
 from . import files as _files  # noqa: E402,F401  (registers the sources "npz:", "folder:")
+from . import text as _text  # noqa: E402,F401  (registers "sentiment", "imdb")
 
 __all__ = ["DATASETS", "DATASET_SOURCES", "Dataset", "check_dataset_name", "load_dataset", "stratified_subset"]

@@ -54,13 +54,20 @@ def budgeted_epoch(
 
 
 def reinitialise(module: nn.Module, seed: int) -> None:
-    """Fresh random weights for every submodule that defines ``reset_parameters`` (seeded; global RNG untouched)."""
+    """Fresh random weights for every submodule that defines ``reset_parameters`` (seeded; global RNG untouched).
+
+    ``transformers``' ``Conv1D`` (GPT-2's attention and MLP projections) has no ``reset_parameters``: it gets
+    GPT-2's own initialisation instead, weight N(0, 0.02²) and zero bias (the ``initializer_range`` default)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for m in module.modules():
             reset = getattr(m, "reset_parameters", None)
             if callable(reset):
                 reset()
+            elif type(m).__name__ == "Conv1D" and type(m).__module__.startswith("transformers"):
+                with torch.no_grad():
+                    nn.init.normal_(m.get_parameter("weight"), std=0.02)
+                    nn.init.zeros_(m.get_parameter("bias"))
 
 
 #: What k = every unit would make of EU-k and CF-k, and the method to use instead (`last_k_blocks`).

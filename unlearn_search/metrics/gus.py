@@ -64,6 +64,38 @@ def input_gradients(
     return torch.cat(out) if out else torch.empty_like(x, dtype=dtype)
 
 
+def embedding_gradients(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 64,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """The text counterpart of `input_gradients`: per-sample gradients of the cross-entropy loss with respect to the
+    *clean* input token embeddings of the rows ``x`` (`data.text`; a row's noise is ignored), shape (N, L, D), zero
+    at padding positions, on CPU. The model must be a `models.text.TextClassifier`; same float64 functional copy,
+    eval mode and one backward per batch as `input_gradients` (a row's loss depends on its own embeddings only)."""
+    from ..data.text import split_rows
+
+    state = _cast_state(model, device, dtype)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    out = []
+    try:
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
+            xb = xb.to(device)
+            emb = functional_call(model, state, (xb,), {"return_embeds": True}).detach().requires_grad_(True)
+            logits = functional_call(model, state, (xb,), {"embeds": emb})
+            loss = nn.functional.cross_entropy(logits, yb.to(device), reduction="sum")
+            (g,) = torch.autograd.grad(loss, emb)
+            out.append((g * split_rows(xb)[1][:, :, None]).detach().cpu())
+    finally:
+        for m, training in modes:
+            m.training = training
+    return torch.cat(out)
+
+
 def _cast_state(model: nn.Module, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """The model's parameters and buffers, detached, as `nn.Module.to` with ``device`` and ``dtype`` makes them:
     floating-point tensors cast to ``dtype``, the others (e.g. BatchNorm's step counter) only moved."""

@@ -1,4 +1,5 @@
-"""Models by name: ``mlp``, ``cnn`` and ``timm:<architecture>``.
+"""Models by name: ``mlp``, ``cnn``, ``timm:<architecture>``, and language models (`text`: ``hf:<name>``,
+``gpt2-tiny``, ``gpt2-mini``).
 
 `ModelSpec` is everything needed to rebuild an architecture (name, input shape, classes); with a state dict it
 reloads a trainable module without unpickling code. Every model exposes its ordered blocks (input to output)
@@ -26,21 +27,30 @@ TIMM_PREFIX = "timm:"
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]  # (C, H, W) of an image; (max_length + 2,) of a text row
     n_classes: int
+    vocab_size: int = 0  # text models: the tokenizer's vocabulary
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.vocab_size:
+            del d["vocab_size"]  # image specs stay as they were stored before the language track
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> ModelSpec:
-        c, h, w = (int(v) for v in d["input_shape"])  # type: ignore[attr-defined]
-        return cls(name=str(d["name"]), input_shape=(c, h, w), n_classes=int(str(d["n_classes"])))
+        shape = tuple(int(v) for v in d["input_shape"])  # type: ignore[attr-defined]
+        return cls(name=str(d["name"]), input_shape=shape, n_classes=int(str(d["n_classes"])),
+                   vocab_size=int(str(d.get("vocab_size", 0))))
 
 
 def check_model_name(name: str) -> None:
     """Raise `UsageError` for an unknown model name (``timm:<x>`` is checked against timm's list)."""
-    if name.startswith(TIMM_PREFIX):
+    from .text import check_text_model_name, is_text_model
+
+    if is_text_model(name):
+        check_text_model_name(name)
+    elif name.startswith(TIMM_PREFIX):
         from .timm_models import check_timm_name
 
         check_timm_name(name[len(TIMM_PREFIX):])
@@ -51,16 +61,25 @@ def check_model_name(name: str) -> None:
 def create_model(spec: ModelSpec, seed: int) -> nn.Module:
     """Build ``spec`` with weights initialised from ``seed``, leaving the global RNG untouched."""
     check_model_name(spec.name)
+    from .text import create_text_model, is_text_model
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if spec.name.startswith(TIMM_PREFIX):
+        if is_text_model(spec.name):
+            model = create_text_model(spec.name, spec.vocab_size, spec.n_classes, spec.input_shape[0] - 2)
+        elif spec.name.startswith(TIMM_PREFIX):
             from .timm_models import create_timm
 
-            model = create_timm(spec.name[len(TIMM_PREFIX):], spec.input_shape, spec.n_classes)
+            model = create_timm(spec.name[len(TIMM_PREFIX):], _image_shape(spec), spec.n_classes)
         else:
-            model = MODELS.get(spec.name)(spec.input_shape, spec.n_classes)
+            model = MODELS.get(spec.name)(_image_shape(spec), spec.n_classes)
     model.__dict__["registered_name"] = spec.name  # a plain attribute, not in the state dict: names it in messages
     return model
+
+
+def _image_shape(spec: ModelSpec) -> tuple[int, int, int]:
+    c, h, w = spec.input_shape
+    return (c, h, w)
 
 
 def load_model(spec: ModelSpec, state_dict: dict[str, torch.Tensor]) -> nn.Module:
@@ -81,6 +100,10 @@ def model_blocks(model: nn.Module) -> list[nn.Module]:
 
     if isinstance(model, BlockNet):
         return list(model.blocks)
+    from .text import TextClassifier
+
+    if isinstance(model, TextClassifier):
+        return list(model.unit_blocks()[0])
     return [m for m in model.children() if _has_params(m)]
 
 
@@ -106,7 +129,9 @@ def model_units(model: nn.Module) -> list[list[nn.Module]]:
     to its parametrised blocks.
     """
     blocks = [b for b in model_blocks(model) if _has_params(b)]
-    sizes = getattr(model, "unit_sizes", None)
+    from .text import TextClassifier
+
+    sizes = model.unit_blocks()[1] if isinstance(model, TextClassifier) else getattr(model, "unit_sizes", None)
     if sizes is not None:
         if sum(sizes) != len(blocks):
             raise ValueError(f"unit_sizes {sizes} do not cover the model's {len(blocks)} parametrised blocks")
@@ -157,6 +182,7 @@ def _is_composite(module: nn.Module) -> bool:
 
 from . import resnet_cifar as _resnet_cifar  # noqa: E402,F401  (registers "resnet18_cifar")
 from . import small as _small  # noqa: E402,F401  (registers "mlp", "cnn")
+from . import text as _text  # noqa: E402,F401  (registers "gpt2-tiny", "gpt2-mini")
 
 __all__ = [
     "MODELS",
