@@ -262,7 +262,7 @@ def test_compare_runs_the_presets_number_of_seeds_by_default(monkeypatch, preset
     from unlearn_search import data
 
     digits = data.load_dataset("digits")
-    monkeypatch.setattr(data, "load_dataset", lambda name: digits)  # no CIFAR-10 here; only the default matters
+    monkeypatch.setattr(data, "load_dataset", lambda name, *a, **k: digits)  # no CIFAR-10 here
     assert cli.main(["compare", "--preset", preset]) == 0
     assert cli.main(["compare", "--preset", preset, "--seeds", "2"]) == 0  # an explicit value wins
     assert seen == [expected, 2]

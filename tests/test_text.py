@@ -205,3 +205,46 @@ def test_text_backdoor_inserts_the_trigger_and_relabels(data, ctx: RunContext) -
     bad = ATTACKS.get("backdoor")(ATTACKS.get("backdoor").config_from({"trigger": " "}))
     with pytest.raises(UsageError, match="trigger"):
         bad.check_data(data)
+
+
+@pytest.mark.slow
+def test_language_track_end_to_end_through_mlflow_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """poison -> tune (few trials) -> compare through `mlflow run` on the small language preset, offline: the text
+    backdoor is learned by the poisoned model and not by the retrained one, every step lands in MLflow, and the
+    registered language model loads back through MLflow's transformers flavour, texts in, labels out."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import mlflow
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    root = Path(__file__).resolve().parents[1]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1", "UNLEARN_SEARCH_DOWNLOAD": "0",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(leaked, None)
+    scenario = ["-P", "preset=llm-small", "-P", "dataset=sentiment@400,200", "-P", "attack=backdoor",
+                "-P", "poison_fraction=0.05", "-P", "attack_params=target_class=1", "-P", "train_epochs=10"]
+    client = MlflowClient(uri)
+    client.create_experiment("text")  # before any run: concurrent `mlflow run`s would race to create it
+    for entry, extra in (("poison", []), ("tune", ["-P", "method=gd", "-P", "n_trials=3"]),
+                         ("compare", ["-P", "methods=gd,ssd", "-P", "n_trials=3", "-P", "seeds=1"])):
+        r = subprocess.run([str(Path(sys.executable).parent / "mlflow"), "run", str(root), "-e", entry, *scenario,
+                            *extra, "--env-manager", "local", "--experiment-name", "text"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+    exp = client.get_experiment_by_name("text").experiment_id
+    (compare,) = client.search_runs([exp], "tags.entry_point = 'compare'")
+    rows = {r.data.tags["method"]: r.data.metrics
+            for r in client.search_runs([exp], f"tags.compare_run = '{compare.info.run_id}' and tags.kind = 'row'")}
+    assert {"no unlearning", "retrain", "gd", "ssd"} <= set(rows)
+    assert rows["no unlearning"]["backdoor_asr"] > rows["retrain"]["backdoor_asr"] + 0.2  # the poisoned model
+    (version, *_) = client.search_model_versions("name = 'unlearn_search.unlearned.gd'")
+    mlflow.set_tracking_uri(uri)
+    pipe = mlflow.pyfunc.load_model(version.source)
+    out = pipe.predict(pd.DataFrame({"text": ["a good great lovely film", "a bad boring awful film"]}))
+    assert len(out) == 2 and set(out["label"]) <= {"LABEL_0", "LABEL_1"}
