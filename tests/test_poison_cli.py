@@ -66,7 +66,8 @@ def test_poison_registers_both_references_then_reuses_them(mlflow_store, monkeyp
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["--dataset", "mnist"], "unknown dataset 'mnist'; valid: cifar10, digits, folder:<path>, npz:<path>"),
+        (["--dataset", "mnist"], "unknown dataset 'mnist'; valid: cifar10, digits, imdb, sentiment, folder:<path>, "
+                                 "npz:<path>, text:<file>"),
         (["--model", "resnet"], "unknown model 'resnet'; valid: cnn, linear, mlp"),
         (["--attack", "flip"], "unknown attack 'flip'; valid: backdoor, gaussian"),
         (["--attack-params", "trigger=x"], "unknown attack parameter(s) trigger for attack 'gaussian'"),
