@@ -14,6 +14,15 @@ TINY_SHAPE = (1, 8, 8)
 N_CLASSES = 4
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():  # type: ignore[no-untyped-def]
+    """`cli.main` sets torch's thread count for its process (`context.leave_a_core`); restored after each test, so
+    a test's float results do not depend on which tests ran before it (SSD's pinned sums did)."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def ctx() -> RunContext:
     return RunContext(seed=0, device=torch.device("cpu"))
