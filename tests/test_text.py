@@ -208,10 +208,27 @@ def test_text_backdoor_inserts_the_trigger_and_relabels(data, ctx: RunContext) -
 
 
 @pytest.mark.slow
+def test_text_backdoor_is_learned_by_the_poisoned_model_only() -> None:
+    """The trigger works on the model trained with the poisons and not on the retrained one (measured: success
+    rate 0.47 / 0.36 against 0.00 / 0.05 on seeds 0 / 1 with the earlier, easier generated texts)."""
+    from unlearn_search.scenario import ScenarioConfig, build_scenario, evaluate, train_references
+    from unlearn_search.training import TrainConfig
+
+    ctx = RunContext(seed=0, device=torch.device("cpu"))
+    cfg = ScenarioConfig(dataset="sentiment@400,200", model="gpt2-tiny", attack="backdoor",
+                         attack_params={"poison_fraction": 0.05, "target_class": 1},
+                         train=TrainConfig(epochs=10, max_length=32, lr=3e-3))
+    scenario = build_scenario(cfg, ctx)
+    refs = train_references(scenario, ctx)
+    asr = {role: evaluate(m, scenario, ctx)["backdoor_asr"] for role, m in refs.items()}
+    assert asr["poisoned"] > asr["retrain"] + 0.2, asr
+
+
+@pytest.mark.slow
 def test_language_track_end_to_end_through_mlflow_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """poison -> tune (few trials) -> compare through `mlflow run` on the small language preset, offline: the text
-    backdoor is learned by the poisoned model and not by the retrained one, every step lands in MLflow, and the
-    registered language model loads back through MLflow's transformers flavour, texts in, labels out."""
+    """poison -> tune (few trials) -> compare through `mlflow run` on the small language preset, offline: the
+    poisoned model's GUS z is far above the retrained model's, every step lands in MLflow, and the registered
+    language model loads back through MLflow's transformers flavour, texts in, labels out."""
     import os
     import subprocess
     import sys
@@ -227,22 +244,23 @@ def test_language_track_end_to_end_through_mlflow_run(tmp_path) -> None:  # type
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         env.pop(leaked, None)
-    scenario = ["-P", "preset=llm-small", "-P", "dataset=sentiment@400,200", "-P", "attack=backdoor",
-                "-P", "poison_fraction=0.05", "-P", "attack_params=target_class=1", "-P", "train_epochs=10"]
+    scenario = ["-P", "preset=llm-small"]  # sentiment, gpt2-tiny, 40 epochs, Gaussian eps 0.1 on 10% of the texts
     client = MlflowClient(uri)
     client.create_experiment("text")  # before any run: concurrent `mlflow run`s would race to create it
     for entry, extra in (("poison", []), ("tune", ["-P", "method=gd", "-P", "n_trials=3"]),
                          ("compare", ["-P", "methods=gd,ssd", "-P", "n_trials=3", "-P", "seeds=1"])):
         r = subprocess.run([str(Path(sys.executable).parent / "mlflow"), "run", str(root), "-e", entry, *scenario,
                             *extra, "--env-manager", "local", "--experiment-name", "text"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=600)
+                           capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, r.stderr[-3000:]
     exp = client.get_experiment_by_name("text").experiment_id
     (compare,) = client.search_runs([exp], "tags.entry_point = 'compare'")
     rows = {r.data.tags["method"]: r.data.metrics
             for r in client.search_runs([exp], f"tags.compare_run = '{compare.info.run_id}' and tags.kind = 'row'")}
     assert {"no unlearning", "retrain", "gd", "ssd"} <= set(rows)
-    assert rows["no unlearning"]["backdoor_asr"] > rows["retrain"]["backdoor_asr"] + 0.2  # the poisoned model
+    # the poisoned model ("no unlearning") against the retrained one: seed 0 measured 5.51 against -0.33
+    assert rows["no unlearning"]["gus_z"] > 3 and rows["retrain"]["gus_z"] < 2
+    assert rows["no unlearning"]["gus_z"] > rows["retrain"]["gus_z"] + 3
     (version, *_) = client.search_model_versions("name = 'unlearn_search.unlearned.gd'")
     mlflow.set_tracking_uri(uri)
     pipe = mlflow.pyfunc.load_model(version.source)

@@ -69,14 +69,15 @@ PRESETS.register("paper-llm")(Preset(
 ))
 
 #: The language track on 2 CPU cores: the generated sentiment task, a 2-layer GPT-2 built from a config with a
-#: tokenizer built from the texts (no download), 32 tokens per text. Calibrated like the embedded default (see
-#: docs/calibration.md): eps = 0.3 gave the poisoned model a GUS z far above the retrained model's on seeds 0-2.
+#: tokenizer built from the texts (no download), 32 tokens per text. Calibrated like the embedded default, over
+#: seeds 0-2 (docs/language.md): eps = 0.1 gave the poisoned model GUS z 5.51, 4.19, 3.27 and the retrained model
+#: -0.33, -0.67, -0.94 (eps = 0.3: 2.23 on seed 0; 60 epochs: 6.30 on seed 0, at 1.5x the time).
 PRESETS.register("llm-small")(Preset(
     summary="the language track small: generated sentiment texts, a 2-layer GPT-2 (gpt2-tiny), 40 epochs of Adam "
             "(minutes on 2 CPU cores, offline)",
     dataset="sentiment", model="gpt2-tiny",
     train=TrainConfig(epochs=40, batch_size=64, optimizer="adam", lr=3e-3, max_length=32),
-    attack_params={"gaussian": {"poison_fraction": 0.1, "eps": 0.3}},
+    attack_params={"gaussian": {"poison_fraction": 0.1, "eps": 0.1}},
 ))
 
 __all__ = ["PRESETS", "Preset"]

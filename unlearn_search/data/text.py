@@ -2,9 +2,12 @@
 
 Names (``data.check_dataset_name`` accepts them next to the image datasets):
 
-- ``sentiment``: the embedded language task, generated (no network, fixed seed): short "reviews" of filler words
-  with two to four sentiment words of their class (positive / negative) and, in about a third, one word of the other
-  class, so the task is learnable but not trivial. 1,200 train and 400 test texts.
+- ``sentiment``: the embedded language task, generated (no network, fixed seed): short "reviews" of 8-19 filler
+  words with one or two sentiment words of their class (positive / negative) and, in half of them, one word of the
+  other class. A text with one cue of each class is ambiguous, so a model reaches about 0.8-0.85 test accuracy and
+  must memorise part of its training set, as the image models must on digits: what Gaussian poisoning needs to
+  show (with clear-cut texts the poisons were fitted without their noise being memorised, GUS z about 0-2).
+  1,200 train and 400 test texts.
 - ``imdb``: the IMDb review sentiment task (25,000 / 25,000 texts) through Hugging Face ``datasets``, downloaded on
   first use into ``$UNLEARN_SEARCH_DATA/hf`` (default ``~/.cache/unlearn_search/data/hf``) and read from there
   after; ``UNLEARN_SEARCH_DOWNLOAD=0`` never tries the network (as for CIFAR-10).
@@ -166,9 +169,7 @@ def generate_sentiment(n: int, rng: np.random.Generator) -> tuple[tuple[str, ...
     for label in labels:
         own, other = (POSITIVE, NEGATIVE) if label == 1 else (NEGATIVE, POSITIVE)
         words = list(rng.choice(FILLER, size=int(rng.integers(8, 20))))
-        cues = list(rng.choice(own, size=int(rng.integers(2, 5))))
-        if rng.random() < 0.35:
-            cues.append(str(rng.choice(other)))
+        cues = [*rng.choice(own, size=int(rng.integers(1, 3))), *rng.choice(other, size=int(rng.integers(0, 2)))]
         for w in cues:
             words.insert(int(rng.integers(0, len(words) + 1)), str(w))
         texts.append(" ".join(str(w) for w in words))
