@@ -266,3 +266,23 @@ def test_language_track_end_to_end_through_mlflow_run(tmp_path) -> None:  # type
     pipe = mlflow.pyfunc.load_model(version.source)
     out = pipe.predict(pd.DataFrame({"text": ["a good great lovely film", "a bad boring awful film"]}))
     assert len(out) == 2 and set(out["label"]) <= {"LABEL_0", "LABEL_1"}
+
+
+@pytest.mark.parametrize(("argv", "env_extra", "message"), [
+    (["--dataset", "imdb", "--model", "gpt2-tiny"], {"UNLEARN_SEARCH_DOWNLOAD": "0"},
+     "error: dataset 'imdb' is not in {data}/hf and could not be downloaded (downloads are off)"),
+    (["--dataset", "sentiment", "--model", "hf:gpt2"], {"HF_HUB_OFFLINE": "1"},
+     "error: tokenizer of model 'hf:gpt2' is not in the Hugging Face cache ({hf}/hub) and could not be downloaded"),
+])
+def test_offline_and_absent_is_one_line_naming_where_it_looked(tmp_path, argv, env_extra, message) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "UNLEARN_SEARCH_DATA": str(tmp_path / "data"),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", **env_extra}
+    r = subprocess.run([sys.executable, "-m", "unlearn_search", "poison", *argv], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert r.stderr.strip() == message.format(data=tmp_path / "data", hf=tmp_path / "hf")
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()  # nothing written
