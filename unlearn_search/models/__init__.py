@@ -116,6 +116,8 @@ def model_units(model: nn.Module) -> list[list[nn.Module]]:
     - ``mlp``: [Flatten-Linear-ReLU], [Linear-ReLU + Linear head]; ``cnn``: [conv block 1], [conv block 2 + head]:
       two units, k = 1 only;
     - ``linear``: one unit (its single Linear layer): EU-k and CF-k do not apply;
+    - language models (`text.TextClassifier`): [embeddings + block 0], [block 1], ..., [last block + final norm +
+      head]: k = 1 is the last transformer block with the final norm and the classification head;
     - ``resnet18_cifar``: [stem + layer1], [layer2], [layer3], [layer4 + head (pool, linear)]: k = 1 is layer4 and
       the head, k = 2 adds layer3, k = 3 adds layer2 (the stem is never a unit of its own);
     - other modules (``timm:<name>``): the top-level children that hold parameters, grouped: the classifier (the
