@@ -116,7 +116,7 @@ def test_every_parameter_is_documented_with_its_default():
     scenario = next(rows for title, rows in tables.items() if title.startswith("Scenario parameters"))
     unlearning = next(rows for title, rows in tables.items() if title.startswith("Unlearning entry points"))
     sections = {"poison": {}, "tune": tables["tune"], "compare": tables["compare and main"],
-                "main": tables["compare and main"]}
+                "main": tables["compare and main"], "analyze": tables["analyze"]}
     for ep, spec in _mlproject().items():
         own = unlearning if ep in METHODS else sections[ep]  # a new kind of entry point needs its section here
         method_fields = set(_method_fields(ep)) if ep in METHODS else set()

@@ -23,7 +23,7 @@ def test_mlproject_is_rendered_from_the_cli_and_registries():
 def test_entry_points_are_the_registered_methods_plus_main_and_poison():
     from unlearn_search.methods import METHODS
 
-    assert set(_mlproject()["entry_points"]) == {"main", "compare", "poison", "tune", *METHODS.names()}
+    assert set(_mlproject()["entry_points"]) == {"main", "compare", "poison", "tune", "analyze", *METHODS.names()}
 
 
 def test_method_entry_points_carry_every_config_field_with_its_default():

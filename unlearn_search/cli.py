@@ -228,6 +228,20 @@ def cmd_compare(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(a: argparse.Namespace) -> int:
+    from .analyze import parse_analyze_methods, run_analyze
+    from .errors import check_range
+
+    methods = parse_analyze_methods(a.methods)
+    if a.shadows < 2 or a.shadows % 2:
+        raise UsageError(f"shadows={a.shadows!r} is not valid; valid: an even number >= 2 (pairs of halves)")
+    check_range("gd_steps", a.gd_steps, low=1)
+    check_range("span_batches", a.span_batches, low=1)
+    cfg, ctx, _ = _prepare(a)
+    run_analyze(cfg, ctx, methods, a.shadows, a.gd_steps, a.span_batches, a.experiment)
+    return 0
+
+
 def _warn_literal_secret(storage: str) -> None:
     from .redact import has_literal_secret, redact_uri
 
@@ -428,6 +442,20 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                          "is missing here (default 0: run every study here, in turn)")
     _add_scenario_args(co)
     co.set_defaults(func=cmd_compare)
+
+    an = sub.add_parser("analyze", help="why unlearning fails here (H1 model shift, H2 gradient subspace) and what a "
+                                        "strong membership inference attack (LiRA) sees, per registered method")
+    an.add_argument("--methods", default="all",
+                    help="methods whose newest registered unlearned model of the scenario is analysed (tune or compare "
+                         "registers them; a method with none is left out): all or a comma-separated list")
+    an.add_argument("--shadows", type=int, default=8,
+                    help="LiRA shadow models, an even number (each a training about as large as the poisoned "
+                         "model's; fitted once per scenario and reused)")
+    an.add_argument("--gd-steps", type=int, default=50, help="plain GD steps on the retain set for H2's cosines")
+    an.add_argument("--span-batches", type=int, default=32,
+                    help="retain batches whose gradients span H2's clean-gradient subspace")
+    _add_scenario_args(an)
+    an.set_defaults(func=cmd_analyze)
     return p
 
 

@@ -173,23 +173,43 @@ def labelled_scatter(
 
 
 def grouped_bars(
-    names: Sequence[str], groups: Mapping[str, Sequence[float]], ylabel: str, title: str
+    names: Sequence[str], groups: Mapping[str, Sequence[float]], ylabel: str, title: str,
+    reference_lines: bool = True,
 ) -> tuple[Figure, go.Figure]:
-    """One group of bars per name (method), one bar per series (attack); NaN bars are left out."""
+    """One group of bars per name (method), one bar per series (attack); NaN bars are left out. With
+    ``reference_lines`` (removal), dashed lines at no unlearning (0) and retraining (1)."""
     n, k = len(names), max(len(groups), 1)
     width = 0.8 / k
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * n + 2) + LEGEND_WIDTH, 4.5))
     for i, (label, values) in enumerate(groups.items()):
         ax.bar(np.arange(n) + (i - (k - 1) / 2) * width, np.asarray(values, float), width, label=label)
     ax.set_xticks(np.arange(n), list(names), rotation=30, ha="right", fontsize=8)
-    ax.axhline(0.0, color="tab:red", lw=0.8, ls="--")
-    ax.axhline(1.0, color="tab:green", lw=0.8, ls="--")
+    if reference_lines:
+        ax.axhline(0.0, color="tab:red", lw=0.8, ls="--")
+        ax.axhline(1.0, color="tab:green", lw=0.8, ls="--")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     _legend_beside(ax, fontsize=8)
     fig.tight_layout()
     pf = go.Figure([go.Bar(name=label, x=list(names), y=list(values)) for label, values in groups.items()])
     pf.update_layout(barmode="group", title=title, yaxis_title=ylabel)
+    return fig, pf
+
+
+def lines(series: Mapping[str, Sequence[float]], xlabel: str, ylabel: str, title: str) -> tuple[Figure, go.Figure]:
+    """One line per series against its index (a step count), with a dotted line at 0."""
+    fig, ax = plt.subplots(figsize=(6 + LEGEND_WIDTH, 4))
+    for label, values in series.items():
+        ax.plot(np.arange(1, len(values) + 1), np.asarray(values, float), label=label, lw=1.2)
+    ax.axhline(0.0, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    _legend_beside(ax, fontsize=8)
+    fig.tight_layout()
+    pf = go.Figure([go.Scatter(x=list(range(1, len(v) + 1)), y=list(v), mode="lines", name=label)
+                    for label, v in series.items()])
+    pf.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel)
     return fig, pf
 
 

@@ -86,6 +86,8 @@ def render(docker_image: str | None = None) -> str:
     ]
     entries.append(_entry("tune", "Optuna search of one method's hyperparameters and budget (-P method=<name>).",
                           "tune", ["tune"], required="method"))
+    entries.append(_entry("analyze", "Why unlearning fails here (H1 model shift, H2 gradient subspace) and LiRA, per "
+                          "registered method.", "analyze", ["analyze"]))
     for name in METHODS.names():
         method = METHODS.get(name)
         entries.append(_entry(name, f"Unlearning: {method.summary}", "unlearn", ["unlearn", "--method", name],

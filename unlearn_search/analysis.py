@@ -1,0 +1,284 @@
+"""Why unlearning fails (PAPER.md section 6) and a strong membership inference attack: the science, no MLflow.
+
+**H1, model shift.** The poisons move the model far: the distance between the poisoned model (trained on S_corr) and
+the retrained one (S_corr minus the k poisons) is compared with the distance to a *clean control*, trained with the
+same recipe and seed on S_corr minus k random clean (retain) points (`control_set`, `train_control`). Distances over
+parameters (ℓ1, ℓ2 of the flattened difference) and over outputs on the test set (mean ℓ1 and ℓ2 between softmax
+vectors): `model_shift`. Per unlearned model, how far it travelled from the poisoned model and which fraction of the
+way to the retrained model it went (`progress`: the projection of its move on the needed shift).
+
+**H2, orthogonal subspace.** The needed shift d = θ_retrain − θ_poisoned against what clean data can do from the
+poisoned model: the cosine between each of the first plain-GD updates on the retain set and d (`gd_alignment`), and
+the fraction of ‖d‖² inside the span of clean-data gradients, the per-batch mean retain gradients at the poisoned
+model (`gradient_span_fraction`; the span of all of them and of their top singular directions). The same for the
+clean control's shift, for comparison.
+
+**LiRA** (Carlini et al. 2022, with a pooled variance): the scored points are the forget set (the poisons as trained
+on; positives) and the test set (negatives). Each shadow model trains, with the scenario's recipe, on the retain set
+plus half of the scored points, in complementary pairs, so each scored point is a member of exactly half of the
+shadows and every shadow's training set is about as large as the target models' (`train_shadows`; with halves of
+S_corr ∪ test instead, shadows trained on about 900 points against the targets' 1,200-1,400, and a retrained model
+looked like a member on 9% of the poisons at 1% FPR on the default: it was simply more confident than the shadows).
+Per point, the logit-scaled confidence φ = log p_y − log(1 − p_y) of the shadows that trained on it and of those
+that did not give two Gaussians: per-point means, and variances pooled within each set of scored points (forget,
+test), since with few shadows a per-point variance is too noisy (a retrained model then scored no poison at all at
+1% FPR) and one variance for all points is wrong for the poisons, whose confidence varied about 4x more between
+models than test points' on the default (a retrained model then looked like a member on 7% of the poisons at 1%
+FPR; pooled per set: 1.4%, chance being 1%). A model's score for a point is the log-likelihood ratio of its own φ
+under the two Gaussians (`lira_scores`). U-LiRA (shadows that were unlearned rather than
+trained without) is not implemented.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .context import RunContext
+from .metrics.roc import auc_of_curve, roc_curve
+from .models import create_model
+from .scenario import Scenario
+from .training import predict_logits, train
+
+CONTROL_OFFSET = 131  # ctx.generator offset of the control's random clean points
+
+
+# ---- H1 --------------------------------------------------------------------------------------------------------
+
+
+def control_set(scenario: Scenario, ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """S_corr minus as many random retain points as there are poisons (the poisons stay)."""
+    xr, yr = scenario.retain
+    k = scenario.poisoning.n_poison
+    drop = torch.randperm(len(xr), generator=ctx.generator(offset=CONTROL_OFFSET))[:k]
+    keep = torch.ones(len(xr), dtype=torch.bool)
+    keep[drop] = False
+    return torch.cat([xr[keep], scenario.poisoning.x_poison]), torch.cat([yr[keep], scenario.poisoning.y_poison])
+
+
+def train_control(scenario: Scenario, ctx: RunContext) -> nn.Module:
+    """The clean control: `control_set` trained with the references' recipe, initial weights and shuffling seed."""
+    x, y = control_set(scenario, ctx)
+    model = create_model(scenario.spec, seed=scenario.config.seed)
+    return train(model, x, y, scenario.config.train, ctx.child(11))
+
+
+def param_vector(model: nn.Module) -> torch.Tensor:
+    """All parameters, flattened, float64, on the CPU."""
+    return torch.cat([p.detach().double().flatten().cpu() for p in model.parameters()])
+
+
+def output_distance(a: nn.Module, b: nn.Module, x: torch.Tensor, device: torch.device) -> tuple[float, float]:
+    """Mean ℓ1 and ℓ2 distance between the two models' softmax outputs on ``x``."""
+    pa = predict_logits(a, x, device).double().softmax(1)
+    pb = predict_logits(b, x, device).double().softmax(1)
+    diff = pa - pb
+    return float(diff.abs().sum(1).mean()), float(diff.norm(dim=1).mean())
+
+
+def model_shift(poisoned: nn.Module, retrain: nn.Module, control: nn.Module, x_test: torch.Tensor,
+                device: torch.device) -> dict[str, float]:
+    """H1: distances poisoned -> retrained (removing the poisons) and poisoned -> control (removing as many clean
+    points), over parameters and test outputs, with their ratios (> 1: the poisons moved the model farther)."""
+    theta_p = param_vector(poisoned)
+    out: dict[str, float] = {}
+    for name, other in (("poison", retrain), ("clean", control)):
+        d = param_vector(other) - theta_p
+        out[f"h1_param_l1_{name}"] = float(d.abs().sum())
+        out[f"h1_param_l2_{name}"] = float(d.norm())
+        out[f"h1_output_l1_{name}"], out[f"h1_output_l2_{name}"] = output_distance(poisoned, other, x_test, device)
+    for kind in ("param_l1", "param_l2", "output_l1", "output_l2"):
+        clean = out[f"h1_{kind}_clean"]
+        out[f"h1_{kind}_ratio"] = out[f"h1_{kind}_poison"] / clean if clean > 0 else float("inf")
+    return out
+
+
+def progress(unlearned: nn.Module, poisoned: nn.Module, retrain: nn.Module) -> dict[str, float]:
+    """How far an unlearned model moved from the poisoned one (ℓ2 over parameters), the fraction of the needed
+    shift d = θ_retrain − θ_poisoned it covered (its move projected on d, over ‖d‖²: 1 = all the way, 0 = none,
+    negative = away), and its remaining distance to the retrained model as a fraction of ‖d‖."""
+    theta_p = param_vector(poisoned)
+    d = param_vector(retrain) - theta_p
+    move = param_vector(unlearned) - theta_p
+    dd = float(d.dot(d))
+    return {"h1_travel_l2": float(move.norm()),
+            "h1_progress": float(move.dot(d)) / dd if dd > 0 else float("nan"),
+            "h1_remaining": float((move - d).norm()) / math.sqrt(dd) if dd > 0 else float("nan")}
+
+
+# ---- H2 --------------------------------------------------------------------------------------------------------
+
+
+def _flat_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    model.zero_grad(set_to_none=True)
+    nn.functional.cross_entropy(model(x), y).backward()
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().double().flatten().cpu()
+                      for p in model.parameters()])
+
+
+def gd_alignment(poisoned: nn.Module, scenario: Scenario, shift: torch.Tensor, ctx: RunContext, steps: int = 50,
+                 lr: float = 0.01, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Plain SGD (no momentum) on the retain set from a copy of the poisoned model, ``steps`` batches: per step, the
+    cosine between that step's update and ``shift``, and between the cumulative update so far and ``shift``."""
+    import copy
+
+    model = copy.deepcopy(poisoned).to(ctx.device).eval()  # eval: the updates of the model as it is evaluated
+    xr, yr = (t.to(ctx.device) for t in scenario.retain)
+    gen = ctx.generator(offset=137)
+    shift = shift / shift.norm()
+    step_cos, cum_cos = [], []
+    start = param_vector(model)
+    epochs = -(-steps * batch_size // len(xr))  # reshuffled each epoch, as many epochs as the steps need
+    order = torch.cat([torch.randperm(len(xr), generator=gen) for _ in range(epochs)])
+    for t in range(steps):
+        idx = order[t * batch_size:(t + 1) * batch_size].to(ctx.device)
+        g = _flat_grad(model, xr[idx], yr[idx])
+        update = -lr * g
+        with torch.no_grad():
+            offset = 0
+            for p in model.parameters():
+                n = p.numel()
+                p.add_(update[offset:offset + n].view_as(p).to(p))
+                offset += n
+        step_cos.append(float(update.dot(shift) / update.norm()) if update.norm() > 0 else 0.0)
+        total = param_vector(model) - start
+        cum_cos.append(float(total.dot(shift) / total.norm()) if total.norm() > 0 else 0.0)
+    model.zero_grad(set_to_none=True)
+    return {"step_cosine": np.array(step_cos), "cumulative_cosine": np.array(cum_cos)}
+
+
+def retain_gradients(model: nn.Module, scenario: Scenario, ctx: RunContext, n_batches: int = 32,
+                     batch_size: int = 64) -> torch.Tensor:
+    """``n_batches`` per-batch mean gradients of the loss on random retain batches at ``model`` (eval mode), as the
+    rows of a (n_batches, n_params) float64 matrix."""
+    import copy
+
+    work = copy.deepcopy(model).to(ctx.device).eval()
+    xr, yr = scenario.retain
+    gen = ctx.generator(offset=139)
+    rows = []
+    for _ in range(n_batches):
+        idx = torch.randperm(len(xr), generator=gen)[:batch_size]
+        rows.append(_flat_grad(work, xr[idx].to(ctx.device), yr[idx].to(ctx.device)))
+    return torch.stack(rows)
+
+
+def gradient_span_fraction(grads: torch.Tensor, shift: torch.Tensor,
+                           ranks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """The fraction of ‖shift‖² inside the span of the rows of ``grads`` (all of them: ``all``) and of their top
+    ``r`` right singular directions (``top<r>``): 1 = the clean gradients can express the shift, 0 = orthogonal."""
+    _, s, vh = torch.linalg.svd(grads, full_matrices=False)
+    keep = s > s.max() * 1e-10 if len(s) else s.bool()
+    basis = vh[keep]
+    coords = basis @ shift
+    total = float(shift.dot(shift))
+    out = {"all": float(coords.dot(coords)) / total}
+    for r in ranks:
+        c = coords[:r]
+        out[f"top{r}"] = float(c.dot(c)) / total
+    return out
+
+
+# ---- LiRA -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShadowFits:
+    """Per scored point (forget set, then test set): the mean φ of the shadows that trained on it (``mu_in``) and
+    of those that did not (``mu_out``), and the standard deviations pooled within the point's set (``sd_in``,
+    ``sd_out``)."""
+
+    mu_in: np.ndarray
+    mu_out: np.ndarray
+    sd_in: np.ndarray
+    sd_out: np.ndarray
+    n_shadows: int
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"mu_in": self.mu_in, "mu_out": self.mu_out, "sd_in": self.sd_in, "sd_out": self.sd_out,
+                "n_shadows": np.array([self.n_shadows])}
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> ShadowFits:
+        return cls(a["mu_in"], a["mu_out"], a["sd_in"], a["sd_out"], int(a["n_shadows"][0]))
+
+
+def scored_points(scenario: Scenario) -> tuple[torch.Tensor, torch.Tensor]:
+    """The points LiRA scores: the forget set (the poisons as trained on), then the test set."""
+    xf, yf = scenario.forget
+    return torch.cat([xf, scenario.data.x_test]), torch.cat([yf, scenario.data.y_test])
+
+
+def logit_confidence(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> np.ndarray:
+    """φ = log p_y − log(1 − p_y), computed from the logits without forming p (stable when p_y is near 0 or 1)."""
+    z = predict_logits(model, x, device).double()
+    own = z.gather(1, y.view(-1, 1).cpu()).squeeze(1)
+    others = z.clone()
+    others.scatter_(1, y.view(-1, 1).cpu(), -math.inf)
+    return (own - torch.logsumexp(others, dim=1)).numpy()
+
+
+def train_shadows(scenario: Scenario, n_shadows: int, ctx: RunContext) -> ShadowFits:
+    """``n_shadows`` (even) shadow models with the scenario's recipe, each on the retain set plus one of a
+    complementary pair of random halves of the scored points; returns the per-point fits. Cost: ``n_shadows``
+    trainings about as large as the poisoned model's."""
+    if n_shadows < 2 or n_shadows % 2:
+        from .errors import UsageError
+
+        raise UsageError(f"shadows={n_shadows!r} is not valid; valid: an even number >= 2 (pairs of halves)")
+    x, y = scored_points(scenario)
+    xr, yr = scenario.retain
+    n = len(x)
+    phis = np.zeros((n_shadows, n))
+    member = np.zeros((n_shadows, n), dtype=bool)
+    for pair in range(n_shadows // 2):
+        chosen = torch.randperm(n, generator=ctx.generator(offset=1000 + pair))[: n // 2]
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[chosen] = True
+        for j, m in enumerate((mask, ~mask)):
+            i = 2 * pair + j
+            model = create_model(scenario.spec, seed=ctx.child(2000 + i).seed)
+            train(model, torch.cat([xr, x[m]]), torch.cat([yr, y[m]]), scenario.config.train, ctx.child(3000 + i))
+            phis[i] = logit_confidence(model, x, y, ctx.device)
+            member[i] = m.numpy()
+    half = n_shadows // 2  # every point is a member of exactly half
+    groups = (slice(0, scenario.poisoning.n_poison), slice(scenario.poisoning.n_poison, n))  # forget, test
+    fits = {}
+    for name, is_in in (("in", member), ("out", ~member)):
+        mu = np.where(is_in, phis, 0).sum(0) / half
+        sq = np.where(is_in, phis - mu, 0) ** 2
+        sd = np.zeros(n)
+        for g in groups:
+            points = sq[:, g].shape[1]
+            var = sq[:, g].sum() / max(points * (half - 1), 1) if half > 1 else float(np.var(mu[g]))
+            sd[g] = max(float(np.sqrt(var)), 1e-6)
+        fits[name] = (mu, sd)
+    return ShadowFits(fits["in"][0], fits["out"][0], fits["in"][1], fits["out"][1], n_shadows)
+
+
+def lira_scores(phi: np.ndarray, mu_in: np.ndarray, mu_out: np.ndarray, sd_in: np.ndarray | float,
+                sd_out: np.ndarray | float) -> np.ndarray:
+    """log N(φ; μ_in, sd_in²) − log N(φ; μ_out, sd_out²) per point (larger = more likely a member)."""
+    from scipy import stats
+
+    return stats.norm.logpdf(phi, mu_in, sd_in) - stats.norm.logpdf(phi, mu_out, sd_out)
+
+
+def lira(model: nn.Module, scenario: Scenario, fits: ShadowFits, device: torch.device) -> dict[str, float]:
+    """LiRA on ``model``: the forget set (positives) against the test set (negatives): AUC and the TPR at 0.1% and
+    1% FPR."""
+    k = scenario.poisoning.n_poison
+    forget, test = slice(0, k), slice(k, None)
+    xf, yf = scenario.forget
+    d = scenario.data
+    s_f = lira_scores(logit_confidence(model, xf, yf, device), fits.mu_in[forget], fits.mu_out[forget],
+                      fits.sd_in[forget], fits.sd_out[forget])
+    s_t = lira_scores(logit_confidence(model, d.x_test, d.y_test, device), fits.mu_in[test], fits.mu_out[test],
+                      fits.sd_in[test], fits.sd_out[test])
+    fpr, tpr = roc_curve(s_f, s_t)
+    return {"lira_auc": auc_of_curve(fpr, tpr), "lira_tpr_at_0.1fpr": float(np.interp(0.001, fpr, tpr)),
+            "lira_tpr_at_1fpr": float(np.interp(0.01, fpr, tpr))}

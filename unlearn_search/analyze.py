@@ -1,0 +1,206 @@
+"""The ``analyze`` entry point: why unlearning fails on a scenario (H1, H2) and what a strong MIA sees, in MLflow.
+
+For one scenario (its references found or trained as by every entry point) it finds or trains the clean control
+(registered as ``unlearn_search.control`` with the scenario's hash, reused like the references), finds or trains the
+LiRA shadow models (their per-point fits stored as the artifact ``lira/shadow_fits.npz`` of the analyze run, tagged
+``lira_shadows``, and reused by later runs of the same scenario and shadow count), takes the newest registered
+unlearned model of each method for the scenario (from `tune` or `compare`), and logs: the H1 distances, the H2
+cosines and gradient-span fractions, each model's progress towards the retrained model and its detectors (the
+attack's own metric, the loss MIA, LiRA), a table, three figures and a headline sentence as the run's description.
+The science is in `analysis`; this module only finds, trains, logs.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from . import analysis, tracking
+from .context import RunContext
+from .methods import METHODS
+from .models import load_model
+from .scenario import ScenarioConfig, evaluate
+from .store import ensure_references
+
+log = logging.getLogger(__name__)
+
+CONTROL_ROLE = "control"
+FITS_ARTIFACT = "lira/shadow_fits.npz"
+
+
+def _control(refs: Any, ctx: RunContext) -> nn.Module:
+    sc = refs.scenario
+    found = tracking.find_versions(CONTROL_ROLE, {"scenario_hash": sc.config.hash})
+    if found:
+        spec, state = tracking.load_weights(str(found[0].run_id))
+        log.info("clean control: reusing %s v%s", found[0].name, found[0].version)
+        return load_model(spec, state).to(ctx.device).eval()
+    log.info("clean control: training on S_corr minus %d random clean points", sc.poisoning.n_poison)
+    model = analysis.train_control(sc, ctx)
+    with tracking.run(CONTROL_ROLE, tags={"scenario_hash": sc.config.hash, "role": CONTROL_ROLE}, nested=True):
+        tags = {"scenario_hash": sc.config.hash, "role": CONTROL_ROLE, "scenario_run_id": refs.scenario_run_id}
+        tracking.log_model(model, sc.spec, CONTROL_ROLE, tags, input_example=sc.data.x_test[:2], name=CONTROL_ROLE,
+                           tokenizer=sc.data.tokenizer,
+                           description=f"Clean control of scenario `{sc.config.hash}`: trained like the references "
+                                       f"on S_corr minus {sc.poisoning.n_poison} random clean points (the poisons "
+                                       "kept), the H1 comparison for removing the poisons.")
+    return model
+
+
+def _shadow_fits(refs: Any, n_shadows: int, ctx: RunContext) -> analysis.ShadowFits:
+    import mlflow
+
+    sc = refs.scenario
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list", filter_string=(
+        f"tags.entry_point = 'analyze' and tags.scenario_hash = '{sc.config.hash}' and "
+        f"tags.lira_shadows = '{n_shadows}'"), order_by=["attributes.start_time DESC"])
+    for run in runs:
+        try:
+            data = tracking.download_bytes(run.info.run_id, FITS_ARTIFACT)
+        except Exception:  # a run that died before logging them
+            continue
+        with np.load(io.BytesIO(data)) as z:
+            log.info("LiRA: reusing the fits of %d shadow models from run %s", n_shadows, run.info.run_id)
+            return analysis.ShadowFits.from_arrays({k: z[k] for k in z.files})
+    log.info("LiRA: training %d shadow models (each about as large a training as the poisoned model's)", n_shadows)
+    return analysis.train_shadows(sc, n_shadows, ctx)
+
+
+def _unlearned(cfg: ScenarioConfig, methods: list[str], ctx: RunContext) -> dict[str, nn.Module]:
+    out = {}
+    for m in methods:
+        found = tracking.find_versions(tracking.unlearned_role(m), {"scenario_hash": cfg.hash})
+        if found:
+            spec, state = tracking.load_weights(str(found[0].run_id))
+            out[m] = load_model(spec, state).to(ctx.device).eval()
+    return out
+
+
+def run_analyze(cfg: ScenarioConfig, ctx: RunContext, methods: list[str], n_shadows: int, gd_steps: int,
+                span_batches: int, experiment: str | None) -> dict[str, Any]:
+    from . import plots
+
+    tracking.configure(experiment)
+    tags = {"entry_point": "analyze", tracking.KIND: "analyze", "scenario_hash": cfg.hash,
+            "lira_shadows": str(n_shadows)}
+    with tracking.run(f"analyze {cfg.attack} {cfg.hash[:8]}", tags=tags):
+        tracking.log_params({**cfg.to_flat(), "shadows": n_shadows, "gd_steps": gd_steps,
+                             "span_batches": span_batches})
+        refs = ensure_references(cfg, ctx)
+        sc = refs.scenario
+        poisoned, retrain = refs.models["poisoned"], refs.models["retrain"]
+        control = _control(refs, ctx)
+        fits = _shadow_fits(refs, n_shadows, ctx)
+        tracking.log_bytes(_npz(fits.to_arrays()), FITS_ARTIFACT)
+
+        # H1
+        h1 = analysis.model_shift(poisoned, retrain, control, sc.data.x_test, ctx.device)
+        # H2: the needed shift (poisons) and the control's (clean points), against clean-data GD and gradients
+        theta_p = analysis.param_vector(poisoned)
+        shifts = {"poisons": analysis.param_vector(retrain) - theta_p,
+                  "clean points": analysis.param_vector(control) - theta_p}
+        grads = analysis.retain_gradients(poisoned, sc, ctx, n_batches=span_batches)
+        h2: dict[str, float] = {}
+        curves: dict[str, list[float]] = {}
+        for label, d in shifts.items():
+            key = "poison" if label == "poisons" else "clean"
+            al = analysis.gd_alignment(poisoned, sc, d, ctx, steps=gd_steps)
+            curves[f"{label}: each step"] = al["step_cosine"].tolist()
+            curves[f"{label}: cumulative"] = al["cumulative_cosine"].tolist()
+            h2[f"h2_cosine_first_step_{key}"] = float(al["step_cosine"][0])
+            h2[f"h2_cosine_cumulative_{key}"] = float(al["cumulative_cosine"][-1])
+            for r, v in analysis.gradient_span_fraction(grads, d).items():
+                h2[f"h2_span_{r}_{key}"] = v
+        tracking.log_metrics({**h1, **h2})
+
+        # detectors and progress, per model
+        models = {"no unlearning": poisoned, "retrain": retrain, **_unlearned(cfg, methods, ctx)}
+        key = sc.attack.removal_metric
+        detector = {"gaussian": "gus_tpr_at_1fpr"}.get(cfg.attack, key)
+        rows: list[dict[str, Any]] = []
+        for name, model in models.items():
+            m = evaluate(model, sc, ctx)
+            row: dict[str, Any] = {"model": name, key: m.get(key, math.nan), detector: m.get(detector, math.nan),
+                   "mia_tpr_at_1fpr": m["mia_tpr_at_1fpr"], **analysis.lira(model, sc, fits, ctx.device)}
+            if name not in ("no unlearning", "retrain"):
+                row.update(analysis.progress(model, poisoned, retrain))
+            rows.append(row)
+            slug = name.replace(" ", "_")
+            tracking.log_metrics({k: v for k, v in row.items() if k != "model" and math.isfinite(float(v))},
+                                 prefix=f"{slug}.")
+        table = _table(rows, key, detector)
+        tracking.log_text(table, "analysis.md")
+
+        # figures
+        tracking.log_figures("h1_model_shift", plots.grouped_bars(
+            ["parameters l1 / 100", "parameters l2", "outputs l1 x 100", "outputs l2 x 100"],
+            {"remove the poisons (retrain)": [h1["h1_param_l1_poison"] / 100, h1["h1_param_l2_poison"],
+                                              100 * h1["h1_output_l1_poison"], 100 * h1["h1_output_l2_poison"]],
+             "remove as many clean points (control)": [h1["h1_param_l1_clean"] / 100, h1["h1_param_l2_clean"],
+                                                       100 * h1["h1_output_l1_clean"],
+                                                       100 * h1["h1_output_l2_clean"]]},
+            "distance from the poisoned model", "H1: how far removing the poisons moves the model",
+            reference_lines=False))
+        tracking.log_figures("h2_gd_cosine", plots.lines(
+            curves, "GD step on the retain set", "cosine with the needed shift",
+            "H2: clean-data GD updates against the shift (retrain or control minus poisoned)"))
+        names = [str(r["model"]) for r in rows]
+        tracking.log_figures("detectors_tpr", plots.grouped_bars(
+            names, {detector: [r[detector] for r in rows], "loss MIA": [r["mia_tpr_at_1fpr"] for r in rows],
+                    f"LiRA ({n_shadows} shadows)": [r["lira_tpr_at_1fpr"] for r in rows]},
+            "TPR at 1% FPR", "Which detector still sees the poisons", reference_lines=False))
+        tracking.log_dashboard(f"analyze {cfg.hash[:8]}")
+        headline = _headline(h1, h2, rows, span_batches, gd_steps)
+        tracking.set_description(f"{headline}\n\n{table}")
+        tracking.set_tags({"headline": headline[:5000]})
+        url = tracking.run_url()
+    print(table)
+    print(headline)
+    print(f"results: {url}{tracking.serve_hint()}")
+    return {"h1": h1, "h2": h2, "rows": rows, "headline": headline}
+
+
+def _npz(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) and math.isfinite(v) else ("" if isinstance(v, float) else str(v))
+
+
+def _table(rows: list[dict[str, Any]], key: str, detector: str) -> str:
+    cols = [("model", "model"), (key, key), (detector, f"{detector}"), ("mia_tpr_at_1fpr", "loss MIA TPR@1%"),
+            ("lira_tpr_at_1fpr", "LiRA TPR@1%"), ("lira_tpr_at_0.1fpr", "LiRA TPR@0.1%"), ("lira_auc", "LiRA AUC"),
+            ("h1_progress", "way to retrain"), ("h1_travel_l2", "moved (l2)")]
+    head = "| " + " | ".join(t for _, t in cols) + " |\n|" + "---|" * len(cols) + "\n"
+    return head + "".join("| " + " | ".join(_fmt(r.get(k, math.nan)) for k, _ in cols) + " |\n" for r in rows)
+
+
+def _headline(h1: dict[str, float], h2: dict[str, float], rows: list[dict[str, Any]], span_batches: int,
+              gd_steps: int) -> str:
+    ratio = h1["h1_param_l2_ratio"]
+    lira = {r["model"]: r["lira_tpr_at_1fpr"] for r in rows}
+    still = [m for m, v in lira.items() if m not in ("no unlearning", "retrain") and v > 2 * max(lira["retrain"], 0.01)]
+    return (f"H1: removing the poisons moved the parameters {ratio:.2f}x as far (l2) as removing as many clean points "
+            f"({'farther' if ratio > 1 else 'not farther'}). H2: after {gd_steps} clean-data GD steps the update's "
+            f"cosine with the needed shift is {h2['h2_cosine_cumulative_poison']:.3f} (clean control "
+            f"{h2['h2_cosine_cumulative_clean']:.3f}); {100 * h2['h2_span_all_poison']:.1f}% of the needed shift lies "
+            f"in the span of {span_batches} clean-gradient batches (control {100 * h2['h2_span_all_clean']:.1f}%). "
+            f"LiRA at 1% FPR: poisoned {lira['no unlearning']:.2f}, retrained {lira['retrain']:.2f}"
+            + (f"; still above twice the retrained model's for {', '.join(still)}." if still else "."))
+
+
+def parse_analyze_methods(text: str) -> list[str]:
+    from .compare import parse_methods
+
+    return parse_methods(text)
+
+
+__all__ = ["METHODS", "run_analyze"]
