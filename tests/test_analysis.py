@@ -78,7 +78,7 @@ def test_first_gd_cosine_is_the_negative_gradients_by_hand(default_scenario) -> 
     scenario, refs, ctx = default_scenario
     poisoned = refs["poisoned"]
     d = analysis.param_vector(refs["retrain"]) - analysis.param_vector(poisoned)
-    al = analysis.gd_alignment(poisoned, scenario, d, ctx, steps=30, batch_size=64)
+    al = analysis.gd_alignment(poisoned, scenario.retain, d, ctx, steps=30, batch_size=64)
     assert len(al["step_cosine"]) == 30 and np.all(al["step_cosine"] != 0)  # every step moves (epochs reshuffled)
     gen = ctx.generator(offset=137)
     idx = torch.randperm(len(scenario.retain[0]), generator=gen)[:64]

@@ -104,12 +104,13 @@ def run_analyze(cfg: ScenarioConfig, ctx: RunContext, methods: list[str], n_shad
         theta_p = analysis.param_vector(poisoned)
         shifts = {"poisons": analysis.param_vector(retrain) - theta_p,
                   "clean points": analysis.param_vector(control) - theta_p}
-        grads = analysis.retain_gradients(poisoned, sc, ctx, n_batches=span_batches)
+        remaining = {"poisons": sc.retain, "clean points": analysis.control_set(sc, ctx)}
         h2: dict[str, float] = {}
         curves: dict[str, list[float]] = {}
         for label, d in shifts.items():
             key = "poison" if label == "poisons" else "clean"
-            al = analysis.gd_alignment(poisoned, sc, d, ctx, steps=gd_steps)
+            grads = analysis.batch_gradients(poisoned, remaining[label], ctx, n_batches=span_batches)
+            al = analysis.gd_alignment(poisoned, remaining[label], d, ctx, steps=gd_steps)
             curves[f"{label}: each step"] = al["step_cosine"].tolist()
             curves[f"{label}: cumulative"] = al["cumulative_cosine"].tolist()
             h2[f"h2_cosine_first_step_{key}"] = float(al["step_cosine"][0])
