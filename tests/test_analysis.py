@@ -35,6 +35,30 @@ def test_model_shift_and_progress_by_hand() -> None:
     assert sideways["h1_progress"] == pytest.approx(0.0) and sideways["h1_remaining"] == pytest.approx(np.sqrt(2))
 
 
+def test_removing_duplicates_moves_nothing_removing_distinct_points_does() -> None:
+    """The known answer behind H1's control: logistic regression trained full-batch on separable data; a set of
+    duplicated points, D ∪ D, has the same mean loss and gradients as D at every step, so removing the duplicates
+    moves the model by float rounding only, while removing just ten of the copies (their twins stay, so those ten
+    points lose half their weight) moves it for real."""
+    from unlearn_search.models import ModelSpec, create_model
+    from unlearn_search.training import TrainConfig, train
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 1, 2, 2, generator=g)
+    y = (x.flatten(1).sum(1) > 0).long()  # separable
+    recipe = TrainConfig(epochs=60, batch_size=1000, optimizer="sgd", lr=0.5, momentum=0.0)  # one full batch
+    ctx = RunContext(seed=0, device=torch.device("cpu"))
+
+    def fit(xs: torch.Tensor, ys: torch.Tensor) -> nn.Module:
+        return train(create_model(ModelSpec("linear", (1, 2, 2), 2), seed=0), xs, ys, recipe, ctx)
+
+    doubled = fit(torch.cat([x, x]), torch.cat([y, y]))
+    s = analysis.model_shift(doubled, fit(x, y), fit(torch.cat([x, x[10:]]), torch.cat([y, y[10:]])), x,
+                             torch.device("cpu"))
+    assert s["h1_param_l2_poison"] < 1e-5 and s["h1_output_l1_poison"] < 1e-6  # duplicates: nothing moved
+    assert s["h1_param_l2_clean"] > 1e-2  # ten of the copies: it moved
+
+
 def test_output_distance_by_hand() -> None:
     a, b = _linear([[0.0], [0.0]]), _linear([[np.log(3.0)], [0.0]])  # softmax (1/2, 1/2) vs (3/4, 1/4) at x = 1
     l1, l2 = analysis.output_distance(a, b, torch.ones(5, 1), torch.device("cpu"))
