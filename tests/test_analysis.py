@@ -169,3 +169,37 @@ def test_analyze_end_to_end_logs_h1_h2_lira_and_reuses_what_it_trained(mlflow_st
     logged = caplog.text
     assert "clean control: reusing" in logged and "LiRA: reusing the fits of 2 shadow models" in logged
     assert len(client.search_model_versions("name = 'unlearn_search.control'")) == 1
+
+
+@pytest.mark.slow
+def test_compare_puts_lira_beside_gus_and_the_loss_mia(mlflow_store, capsys, caplog) -> None:  # type: ignore[no-untyped-def]
+    """With --lira-shadows the comparison table gains LiRA's columns for every row and its headline LiRA's view; the
+    shadows are trained once per scenario: a second comparison (or `analyze`) reuses their fits. Off by default."""
+    from mlflow.tracking import MlflowClient
+
+    from unlearn_search import cli
+
+    args = ["compare", "--methods", "gd", "--n-trials", "2", "--train-epochs", "10", "--seeds", "1"]
+    assert cli.main([*args, "--lira-shadows", "2"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("| method"))
+    assert "LiRA TPR@1%FPR" in header and "LiRA AUC" in header and "MIA TPR@1%FPR" in header
+    assert "LiRA at 1% FPR (mean over seeds): poisoned" in out
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("unlearn_search").experiment_id
+    rows = {r.data.tags["method"]: r.data.metrics for r in client.search_runs([exp], "tags.kind = 'row'")}
+    assert {"lira_tpr_at_1fpr", "lira_auc"} <= set(rows["gd"]) and "lira_auc" in rows["retrain"]
+    caplog.set_level("INFO", logger="unlearn_search")
+    assert cli.main(["analyze", "--shadows", "2", "--gd-steps", "2", "--span-batches", "2",
+                     "--train-epochs", "10"]) == 0
+    assert "LiRA: reusing the fits of 2 shadow models" in caplog.text
+    assert cli.main(args) == 0  # off by default: the table as before
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| method"))
+    assert "LiRA" not in header
+
+
+def test_compare_refuses_an_odd_shadow_count(mlflow_store, capsys, cli_exit) -> None:  # type: ignore[no-untyped-def]
+    code = cli_exit(["compare", "--methods", "gd", "--lira-shadows", "3"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == ("error: lira_shadows=3 is not valid; valid: 0 (off) or an even number "
+                                               ">= 2")

@@ -2,8 +2,9 @@
 
 For one scenario (its references found or trained as by every entry point) it finds or trains the clean control
 (registered as ``unlearn_search.control`` with the scenario's hash, reused like the references), finds or trains the
-LiRA shadow models (their per-point fits stored as the artifact ``lira/shadow_fits.npz`` of the analyze run, tagged
-``lira_shadows``, and reused by later runs of the same scenario and shadow count), takes the newest registered
+LiRA shadow models (their per-point fits stored as an artifact ``lira/<scenario hash>_<n>_shadows.npz`` of the run,
+tagged ``lira_fits.<scenario hash>``, and reused by later runs of the same scenario and shadow count, `analyze`'s
+and `compare`'s alike), takes the newest registered
 unlearned model of each method for the scenario (from `tune` or `compare`), and logs: the H1 distances, the H2
 cosines and gradient-span fractions, each model's progress towards the retrained model and its detectors (the
 attack's own metric, the loss MIA, LiRA), a table, three figures and a headline sentence as the run's description.
@@ -30,7 +31,6 @@ from .store import ensure_references
 log = logging.getLogger(__name__)
 
 CONTROL_ROLE = "control"
-FITS_ARTIFACT = "lira/shadow_fits.npz"
 
 
 def _control(refs: Any, ctx: RunContext) -> nn.Module:
@@ -52,23 +52,42 @@ def _control(refs: Any, ctx: RunContext) -> nn.Module:
     return model
 
 
-def _shadow_fits(refs: Any, n_shadows: int, ctx: RunContext) -> analysis.ShadowFits:
+def shadow_fits(refs: Any, n_shadows: int, ctx: RunContext) -> analysis.ShadowFits:
+    """The scenario's LiRA fits for ``n_shadows`` shadows: read back from any run that stored them (tag
+    ``lira_fits.<scenario hash>`` = the shadow count, artifact `fits_artifact`), else trained; either way stored in
+    the active run too, so that this run carries what it used."""
     import mlflow
 
     sc = refs.scenario
-    runs = mlflow.search_runs(search_all_experiments=True, output_format="list", filter_string=(
-        f"tags.entry_point = 'analyze' and tags.scenario_hash = '{sc.config.hash}' and "
-        f"tags.lira_shadows = '{n_shadows}'"), order_by=["attributes.start_time DESC"])
+    tag, path = f"lira_fits.{sc.config.hash}", fits_artifact(sc.config.hash, n_shadows)
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.`{tag}` = '{n_shadows}'", order_by=["attributes.start_time DESC"])
+    fits = None
     for run in runs:
         try:
-            data = tracking.download_bytes(run.info.run_id, FITS_ARTIFACT)
+            data = tracking.download_bytes(run.info.run_id, path)
         except Exception:  # a run that died before logging them
             continue
         with np.load(io.BytesIO(data)) as z:
             log.info("LiRA: reusing the fits of %d shadow models from run %s", n_shadows, run.info.run_id)
-            return analysis.ShadowFits.from_arrays({k: z[k] for k in z.files})
-    log.info("LiRA: training %d shadow models (each about as large a training as the poisoned model's)", n_shadows)
-    return analysis.train_shadows(sc, n_shadows, ctx)
+            fits = analysis.ShadowFits.from_arrays({k: z[k] for k in z.files})
+        break
+    if fits is None:
+        log.info("LiRA: training %d shadow models (each about as large a training as the poisoned model's)",
+                 n_shadows)
+        fits = analysis.train_shadows(sc, n_shadows, ctx)
+    tracking.log_bytes(_npz(fits.to_arrays()), path)
+    tracking.set_tags({tag: str(n_shadows)})
+    return fits
+
+
+def fits_artifact(scenario_hash: str, n_shadows: int) -> str:
+    return f"lira/{scenario_hash}_{n_shadows}_shadows.npz"
+
+
+def best_models(cfg: ScenarioConfig, methods: list[str], ctx: RunContext) -> dict[str, nn.Module]:
+    """The newest registered unlearned model of each method for ``cfg``'s scenario (methods without one left out)."""
+    return _unlearned(cfg, methods, ctx)
 
 
 def _unlearned(cfg: ScenarioConfig, methods: list[str], ctx: RunContext) -> dict[str, nn.Module]:
@@ -95,8 +114,7 @@ def run_analyze(cfg: ScenarioConfig, ctx: RunContext, methods: list[str], n_shad
         sc = refs.scenario
         poisoned, retrain = refs.models["poisoned"], refs.models["retrain"]
         control = _control(refs, ctx)
-        fits = _shadow_fits(refs, n_shadows, ctx)
-        tracking.log_bytes(_npz(fits.to_arrays()), FITS_ARTIFACT)
+        fits = shadow_fits(refs, n_shadows, ctx)
 
         # H1
         h1 = analysis.model_shift(poisoned, retrain, control, sc.data.x_test, ctx.device)

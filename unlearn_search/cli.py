@@ -213,6 +213,8 @@ def cmd_compare(a: argparse.Namespace) -> int:
                          "attack takes its defaults (poison_fraction and eps, when given, apply to all)")
     levels = parse_levels(a.budget_levels)
     check_range("wait_for_workers", a.wait_for_workers, low=0)
+    if a.lira_shadows and (a.lira_shadows < 2 or a.lira_shadows % 2):
+        raise UsageError(f"lira_shadows={a.lira_shadows!r} is not valid; valid: 0 (off) or an even number >= 2")
     template = TuneConfig(method=methods[0], n_trials=a.n_trials, budget_max=a.budget_max, storage=a.storage,
                           utility_tolerance=a.utility_tolerance)
     from .presets import PRESETS
@@ -224,7 +226,8 @@ def cmd_compare(a: argparse.Namespace) -> int:
     bases, ctx = [cfg for cfg, _, _ in prepared], prepared[0][1]
     _warn_literal_secret(template.storage)
     connect_storage(template.storage)
-    run_compare_attacks(methods, bases, seeds, levels, template, ctx, a.experiment, wait_s=a.wait_for_workers)
+    run_compare_attacks(methods, bases, seeds, levels, template, ctx, a.experiment, wait_s=a.wait_for_workers,
+                        lira_shadows=a.lira_shadows)
     return 0
 
 
@@ -440,6 +443,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                          "with the same scenario options, its --seed and --method, and joins the study by its "
                          "default name): wait up to SECONDS per study for n_trials finished trials, then run what "
                          "is missing here (default 0: run every study here, in turn)")
+    co.add_argument("--lira-shadows", type=int, default=0,
+                    help="also score every row with LiRA, a strong membership inference attack, with this many shadow "
+                         "models per seed (an even number; each a training about as large as the poisoned model's; "
+                         "trained once per scenario and reused; default 0: off)")
     _add_scenario_args(co)
     co.set_defaults(func=cmd_compare)
 

@@ -78,9 +78,12 @@ def run_compare(
     experiment: str | None,
     nested: bool = False,
     wait_s: float = 0.0,
+    lira_shadows: int = 0,
 ) -> dict[str, Any]:
     """``wait_s``: give workers already running `tune` on the shared storage up to this long per study to reach
-    ``n_trials`` finished trials (`search.wait_for_trials`) before this process runs what is missing itself."""
+    ``n_trials`` finished trials (`search.wait_for_trials`) before this process runs what is missing itself.
+    ``lira_shadows`` > 0: also score every row with LiRA (`analysis.lira`; that many shadow models per seed, trained
+    once per scenario and reused, `analyze.shadow_fits`), beside GUS and the loss MIA."""
     check_range("seeds", seeds, low=1)
     if not nested:
         tracking.configure(experiment)
@@ -89,7 +92,7 @@ def run_compare(
         tracking.log_params({**base.to_flat(), "methods": ",".join(methods), "seeds": seeds,
                              "budget_levels": ",".join(f"{x:g}" for x in levels), "n_trials": tune_template.n_trials,
                              "budget_max": tune_template.budget_max,
-                             "utility_tolerance": tune_template.utility_tolerance})
+                             "utility_tolerance": tune_template.utility_tolerance, "lira_shadows": lira_shadows})
         per_seed: list[dict[str, dict[str, float] | None]] = []
         curves: dict[str, list[list[float]]] = {m: [] for m in methods}
         histories: dict[str, list[list[float]]] = {m: [] for m in methods}
@@ -116,6 +119,8 @@ def run_compare(
                 curves[m].append(report.best_at_levels(summary["feasible"], levels))
                 histories[m].append(summary["history"])
             rows["retrain"] = {**refs.metrics["retrain"], "removal": 1.0, "budget_used": 1.0}
+            if lira_shadows:
+                _add_lira(rows, refs, cfg, methods, lira_shadows, sctx)
             per_seed.append(rows)
         tracking.set_tags({"scenario_hashes": ",".join(hashes)})
         order = ["no unlearning", *methods, "retrain"]
@@ -126,7 +131,7 @@ def run_compare(
         tracking.log_text(report.per_seed_csv(per_seed, seed_list, order), "comparison_per_seed.csv")
         _plots(table, curves, levels, histories)
         tracking.log_dashboard(f"compare {base.attack}: every figure")
-        sentence = report.headline(table, seeds, base.attack)
+        sentence = report.headline(table, seeds, base.attack, lira_shadows)
         short = report.markdown(table, seeds, keys=("removal", "test_acc", ATTACKS.get(base.attack).removal_metric,
                                                     "mia_tpr_at_1fpr"))
         tracking.set_description(
@@ -138,6 +143,23 @@ def run_compare(
         url = tracking.run_url()
     print(f"{base.attack}:\n{md}\n{sentence}\nresults: {url}{tracking.serve_hint()}")
     return {"table": table, "curves": curves, "markdown": md, "headline": sentence, "url": url}
+
+
+def _add_lira(rows: dict[str, dict[str, float] | None], refs: Any, cfg: ScenarioConfig, methods: list[str],
+              n_shadows: int, ctx: RunContext) -> None:
+    """LiRA's numbers into each row of one seed: the references', and each method's newest registered best model's
+    (the one its study just registered)."""
+    from . import analysis
+    from .analyze import best_models, shadow_fits
+
+    fits = shadow_fits(refs, n_shadows, ctx)
+    sc = refs.scenario
+    models = {"no unlearning": refs.models["poisoned"], "retrain": refs.models["retrain"],
+              **best_models(cfg, methods, ctx)}
+    for name, model in models.items():
+        row = rows.get(name)
+        if row is not None:
+            row.update(analysis.lira(model, sc, fits, ctx.device))
 
 
 def _row_runs(table: list[report.Row], base: ScenarioConfig, name_suffix: str = "") -> None:
@@ -173,10 +195,12 @@ def run_compare_attacks(
     ctx: RunContext,
     experiment: str | None,
     wait_s: float = 0.0,
+    lira_shadows: int = 0,
 ) -> dict[str, Any]:
     """`run_compare` for each scenario (one per attack) as nested runs, then the attacks side by side."""
     if len(bases) == 1:
-        return run_compare(methods, bases[0], seeds, levels, tune_template, ctx, experiment, wait_s=wait_s)
+        return run_compare(methods, bases[0], seeds, levels, tune_template, ctx, experiment, wait_s=wait_s,
+                           lira_shadows=lira_shadows)
     tracking.configure(experiment)
     attacks = [b.attack for b in bases]
     with tracking.run(f"compare {', '.join(attacks)}", tags={"entry_point": "compare_attacks",
@@ -185,7 +209,7 @@ def run_compare_attacks(
                              "n_trials": tune_template.n_trials, "budget_max": tune_template.budget_max,
                              **{k: v for k, v in bases[0].to_flat().items() if not k.startswith("attack")}})
         runs = {b.attack: run_compare(methods, b, seeds, levels, tune_template, ctx, experiment, nested=True,
-                                      wait_s=wait_s) for b in bases}
+                                      wait_s=wait_s, lira_shadows=lira_shadows) for b in bases}
         tables = {a: r["table"] for a, r in runs.items()}
         md = report.side_by_side(tables, {a: ATTACKS.get(a).removal_metric for a in attacks}, seeds)
         tracking.log_text(md, "comparison_attacks.md")

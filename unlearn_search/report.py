@@ -23,6 +23,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("removal", "removal"),
     *(col for name in ATTACKS.names() for col in ATTACKS.get(name).columns),
     ("mia_tpr_at_1fpr", "MIA TPR@1%FPR"),
+    ("lira_tpr_at_1fpr", "LiRA TPR@1%FPR"),  # only with compare's --lira-shadows (`analysis.lira`)
+    ("lira_auc", "LiRA AUC"),
 )
 
 
@@ -114,9 +116,9 @@ def _cell(row: Row, key: str) -> str:
     return f"{m:.3g}"
 
 
-def headline(rows: Sequence[Row], n_seeds: int, attack: str) -> str:
+def headline(rows: Sequence[Row], n_seeds: int, attack: str, lira_shadows: int = 0) -> str:
     """The comparison's answer in one sentence: which methods removed the poison at their best case, and the best
-    mean removal found."""
+    mean removal found; with LiRA (``lira_shadows``), which methods' best models it still sees as members."""
     methods = [r for r in rows if r.name not in REFERENCE_ROWS]
     over = f"over {n_seeds} seeds" if n_seeds > 1 else "on 1 seed"
     removed = [r.name for r in methods if (r.combined_removed if r.combined_removed is not None
@@ -133,7 +135,18 @@ def headline(rows: Sequence[Row], n_seeds: int, attack: str) -> str:
     best = max(scored, key=lambda r: r.mean["removal"], default=None)
     top = (f" Highest mean removal: {best.name}, {_cell(best, 'removal')} (0 = no unlearning, 1 = retraining)."
            if best is not None else "")
-    return f"{attack} poisoning, {over}: {who}.{top}"
+    return f"{attack} poisoning, {over}: {who}.{top}{_lira_sentence(rows) if lira_shadows else ''}"
+
+
+def _lira_sentence(rows: Sequence[Row]) -> str:
+    """LiRA's view, in words: the references' TPR at 1% FPR and the methods still above twice the retrained one's."""
+    lira = {r.name: r.mean.get("lira_tpr_at_1fpr", float("nan")) for r in rows}
+    floor = 2 * max(lira.get("retrain", float("nan")), 0.01)
+    still = [n for n, v in lira.items() if n not in REFERENCE_ROWS and v > floor]
+    return (f" LiRA at 1% FPR (mean over seeds): poisoned {lira.get('no unlearning', float('nan')):.2f}, retrained "
+            f"{lira.get('retrain', float('nan')):.2f}; "
+            + (f"still above twice the retrained model's for {', '.join(still)}." if still else
+               "no method's best model above twice the retrained model's."))
 
 
 def verdict_cell(row: Row) -> str:
