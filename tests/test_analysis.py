@@ -174,14 +174,16 @@ def test_analyze_end_to_end_logs_h1_h2_lira_and_reuses_what_it_trained(mlflow_st
 @pytest.mark.slow
 def test_compare_puts_lira_beside_gus_and_the_loss_mia(mlflow_store, capsys, caplog) -> None:  # type: ignore[no-untyped-def]
     """With --lira-shadows the comparison table gains LiRA's columns for every row and its headline LiRA's view; the
-    shadows are trained once per scenario: a second comparison (or `analyze`) reuses their fits. Off by default."""
+    shadows are trained once per scenario: a second comparison (or `analyze`) reuses their fits. With --hypotheses
+    its headline says what H1 and H2 found. Both off by default."""
     from mlflow.tracking import MlflowClient
 
     from unlearn_search import cli
 
     args = ["compare", "--methods", "gd", "--n-trials", "2", "--train-epochs", "10", "--seeds", "1"]
-    assert cli.main([*args, "--lira-shadows", "2"]) == 0
+    assert cli.main([*args, "--lira-shadows", "2", "--hypotheses", "true"]) == 0
     out = capsys.readouterr().out
+    assert "H1: removing the poisons moved the parameters" in out and "H2: after 50 clean-data GD steps" in out
     header = next(line for line in out.splitlines() if line.startswith("| method"))
     assert "LiRA TPR@1%FPR" in header and "LiRA AUC" in header and "MIA TPR@1%FPR" in header
     assert "LiRA at 1% FPR (mean over seeds): poisoned" in out
@@ -193,9 +195,12 @@ def test_compare_puts_lira_beside_gus_and_the_loss_mia(mlflow_store, capsys, cap
     assert cli.main(["analyze", "--shadows", "2", "--gd-steps", "2", "--span-batches", "2",
                      "--train-epochs", "10"]) == 0
     assert "LiRA: reusing the fits of 2 shadow models" in caplog.text
-    assert cli.main(args) == 0  # off by default: the table as before
-    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| method"))
-    assert "LiRA" not in header
+    assert "clean control: reusing" in caplog.text
+    capsys.readouterr()  # analyze's own output  # the control --hypotheses registered
+    assert cli.main(args) == 0  # off by default: the table and headline as before
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("| method"))
+    assert "LiRA" not in header and "H1:" not in out
 
 
 def test_compare_refuses_an_odd_shadow_count(mlflow_store, capsys, cli_exit) -> None:  # type: ignore[no-untyped-def]

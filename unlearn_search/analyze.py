@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 CONTROL_ROLE = "control"
 
 
-def _control(refs: Any, ctx: RunContext) -> nn.Module:
+def control_model(refs: Any, ctx: RunContext) -> nn.Module:
+    """The scenario's clean control: the registered one (``unlearn_search.control`` with the scenario's hash), else
+    trained (`analysis.train_control`) and registered from a nested run of the active run."""
     sc = refs.scenario
     found = tracking.find_versions(CONTROL_ROLE, {"scenario_hash": sc.config.hash})
     if found:
@@ -100,6 +102,49 @@ def _unlearned(cfg: ScenarioConfig, methods: list[str], ctx: RunContext) -> dict
     return out
 
 
+def hypotheses(refs: Any, control: nn.Module, ctx: RunContext, gd_steps: int = 50,
+               span_batches: int = 32) -> tuple[dict[str, float], dict[str, float], dict[str, list[float]]]:
+    """H1's distances and H2's cosines and span fractions for a scenario's references and clean control (see
+    `analysis`), and H2's cosine curves by label."""
+    sc = refs.scenario
+    poisoned, retrain = refs.models["poisoned"], refs.models["retrain"]
+    h1 = analysis.model_shift(poisoned, retrain, control, sc.data.x_test, ctx.device)
+    # H2: the needed shift (poisons) and the control's (clean points), each against the data that remains after it
+    theta_p = analysis.param_vector(poisoned)
+    shifts = {"poisons": analysis.param_vector(retrain) - theta_p,
+              "clean points": analysis.param_vector(control) - theta_p}
+    remaining = {"poisons": sc.retain, "clean points": analysis.control_set(sc, ctx)}
+    h2: dict[str, float] = {}
+    curves: dict[str, list[float]] = {}
+    for label, d in shifts.items():
+        key = "poison" if label == "poisons" else "clean"
+        grads = analysis.batch_gradients(poisoned, remaining[label], ctx, n_batches=span_batches)
+        al = analysis.gd_alignment(poisoned, remaining[label], d, ctx, steps=gd_steps)
+        curves[f"{label}: each step"] = al["step_cosine"].tolist()
+        curves[f"{label}: cumulative"] = al["cumulative_cosine"].tolist()
+        h2[f"h2_cosine_first_step_{key}"] = float(al["step_cosine"][0])
+        h2[f"h2_cosine_cumulative_{key}"] = float(al["cumulative_cosine"][-1])
+        for r, v in analysis.gradient_span_fraction(grads, d).items():
+            h2[f"h2_span_{r}_{key}"] = v
+    return h1, h2, curves
+
+
+def hypotheses_sentence(found: list[tuple[dict[str, float], dict[str, float]]], span_batches: int = 32,
+                        gd_steps: int = 50) -> str:
+    """H1 and H2 in words, means over the seeds in ``found`` ((h1, h2) per seed)."""
+    def mean(d: int, key: str) -> float:
+        return float(np.mean([f[d][key] for f in found]))
+
+    ratio = mean(0, "h1_param_l2_ratio")
+    over = f" (mean over {len(found)} seeds)" if len(found) > 1 else ""
+    return (f"H1{over}: removing the poisons moved the parameters {ratio:.2f}x as far (l2) as removing as many clean "
+            f"points ({'farther' if ratio > 1 else 'not farther'}). H2: after {gd_steps} clean-data GD steps the "
+            f"update's cosine with the needed shift is {mean(1, 'h2_cosine_cumulative_poison'):.3f} (clean control "
+            f"{mean(1, 'h2_cosine_cumulative_clean'):.3f}); {100 * mean(1, 'h2_span_all_poison'):.1f}% of the needed "
+            f"shift lies in the span of {span_batches} clean-gradient batches (control "
+            f"{100 * mean(1, 'h2_span_all_clean'):.1f}%).")
+
+
 def run_analyze(cfg: ScenarioConfig, ctx: RunContext, methods: list[str], n_shadows: int, gd_steps: int,
                 span_batches: int, experiment: str | None) -> dict[str, Any]:
     from . import plots
@@ -113,28 +158,10 @@ def run_analyze(cfg: ScenarioConfig, ctx: RunContext, methods: list[str], n_shad
         refs = ensure_references(cfg, ctx)
         sc = refs.scenario
         poisoned, retrain = refs.models["poisoned"], refs.models["retrain"]
-        control = _control(refs, ctx)
+        control = control_model(refs, ctx)
         fits = shadow_fits(refs, n_shadows, ctx)
 
-        # H1
-        h1 = analysis.model_shift(poisoned, retrain, control, sc.data.x_test, ctx.device)
-        # H2: the needed shift (poisons) and the control's (clean points), against clean-data GD and gradients
-        theta_p = analysis.param_vector(poisoned)
-        shifts = {"poisons": analysis.param_vector(retrain) - theta_p,
-                  "clean points": analysis.param_vector(control) - theta_p}
-        remaining = {"poisons": sc.retain, "clean points": analysis.control_set(sc, ctx)}
-        h2: dict[str, float] = {}
-        curves: dict[str, list[float]] = {}
-        for label, d in shifts.items():
-            key = "poison" if label == "poisons" else "clean"
-            grads = analysis.batch_gradients(poisoned, remaining[label], ctx, n_batches=span_batches)
-            al = analysis.gd_alignment(poisoned, remaining[label], d, ctx, steps=gd_steps)
-            curves[f"{label}: each step"] = al["step_cosine"].tolist()
-            curves[f"{label}: cumulative"] = al["cumulative_cosine"].tolist()
-            h2[f"h2_cosine_first_step_{key}"] = float(al["step_cosine"][0])
-            h2[f"h2_cosine_cumulative_{key}"] = float(al["cumulative_cosine"][-1])
-            for r, v in analysis.gradient_span_fraction(grads, d).items():
-                h2[f"h2_span_{r}_{key}"] = v
+        h1, h2, curves = hypotheses(refs, control, ctx, gd_steps, span_batches)
         tracking.log_metrics({**h1, **h2})
 
         # detectors and progress, per model
@@ -204,15 +231,10 @@ def _table(rows: list[dict[str, Any]], key: str, detector: str) -> str:
 
 def _headline(h1: dict[str, float], h2: dict[str, float], rows: list[dict[str, Any]], span_batches: int,
               gd_steps: int) -> str:
-    ratio = h1["h1_param_l2_ratio"]
     lira = {r["model"]: r["lira_tpr_at_1fpr"] for r in rows}
     still = [m for m, v in lira.items() if m not in ("no unlearning", "retrain") and v > 2 * max(lira["retrain"], 0.01)]
-    return (f"H1: removing the poisons moved the parameters {ratio:.2f}x as far (l2) as removing as many clean points "
-            f"({'farther' if ratio > 1 else 'not farther'}). H2: after {gd_steps} clean-data GD steps the update's "
-            f"cosine with the needed shift is {h2['h2_cosine_cumulative_poison']:.3f} (clean control "
-            f"{h2['h2_cosine_cumulative_clean']:.3f}); {100 * h2['h2_span_all_poison']:.1f}% of the needed shift lies "
-            f"in the span of {span_batches} clean-gradient batches (control {100 * h2['h2_span_all_clean']:.1f}%). "
-            f"LiRA at 1% FPR: poisoned {lira['no unlearning']:.2f}, retrained {lira['retrain']:.2f}"
+    return (hypotheses_sentence([(h1, h2)], span_batches, gd_steps)
+            + f" LiRA at 1% FPR: poisoned {lira['no unlearning']:.2f}, retrained {lira['retrain']:.2f}"
             + (f"; still above twice the retrained model's for {', '.join(still)}." if still else "."))
 
 

@@ -227,7 +227,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
     _warn_literal_secret(template.storage)
     connect_storage(template.storage)
     run_compare_attacks(methods, bases, seeds, levels, template, ctx, a.experiment, wait_s=a.wait_for_workers,
-                        lira_shadows=a.lira_shadows)
+                        lira_shadows=a.lira_shadows, hypotheses=a.hypotheses)
     return 0
 
 
@@ -447,6 +447,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                     help="also score every row with LiRA, a strong membership inference attack, with this many shadow "
                          "models per seed (an even number; each a training about as large as the poisoned model's; "
                          "trained once per scenario and reused; default 0: off)")
+    co.add_argument("--hypotheses", type=_parse_bool, default=False,
+                    help="also test the paper's two hypotheses on every seed (H1 model shift, H2 clean-gradient "
+                         "subspace; one more training per seed, the clean control) and say what they found in the "
+                         "headline (true/false; default false)")
     _add_scenario_args(co)
     co.set_defaults(func=cmd_compare)
 

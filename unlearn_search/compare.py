@@ -79,11 +79,14 @@ def run_compare(
     nested: bool = False,
     wait_s: float = 0.0,
     lira_shadows: int = 0,
+    hypotheses: bool = False,
 ) -> dict[str, Any]:
     """``wait_s``: give workers already running `tune` on the shared storage up to this long per study to reach
     ``n_trials`` finished trials (`search.wait_for_trials`) before this process runs what is missing itself.
     ``lira_shadows`` > 0: also score every row with LiRA (`analysis.lira`; that many shadow models per seed, trained
-    once per scenario and reused, `analyze.shadow_fits`), beside GUS and the loss MIA."""
+    once per scenario and reused, `analyze.shadow_fits`), beside GUS and the loss MIA. ``hypotheses``: also test the
+    paper's two hypotheses on every seed (`analyze.hypotheses`: one more training per seed, the clean control,
+    registered and reused) and say in the headline what they found."""
     check_range("seeds", seeds, low=1)
     if not nested:
         tracking.configure(experiment)
@@ -92,7 +95,9 @@ def run_compare(
         tracking.log_params({**base.to_flat(), "methods": ",".join(methods), "seeds": seeds,
                              "budget_levels": ",".join(f"{x:g}" for x in levels), "n_trials": tune_template.n_trials,
                              "budget_max": tune_template.budget_max,
-                             "utility_tolerance": tune_template.utility_tolerance, "lira_shadows": lira_shadows})
+                             "utility_tolerance": tune_template.utility_tolerance, "lira_shadows": lira_shadows,
+                             "hypotheses": hypotheses})
+        found: list[tuple[dict[str, float], dict[str, float]]] = []
         per_seed: list[dict[str, dict[str, float] | None]] = []
         curves: dict[str, list[list[float]]] = {m: [] for m in methods}
         histories: dict[str, list[list[float]]] = {m: [] for m in methods}
@@ -121,6 +126,13 @@ def run_compare(
             rows["retrain"] = {**refs.metrics["retrain"], "removal": 1.0, "budget_used": 1.0}
             if lira_shadows:
                 _add_lira(rows, refs, cfg, methods, lira_shadows, sctx)
+            if hypotheses:
+                from .analyze import control_model
+                from .analyze import hypotheses as test_hypotheses
+
+                h1, h2, _ = test_hypotheses(refs, control_model(refs, sctx), sctx)
+                found.append((h1, h2))
+                tracking.log_metrics({**h1, **h2}, prefix=f"seed{seed}.")
             per_seed.append(rows)
         tracking.set_tags({"scenario_hashes": ",".join(hashes)})
         order = ["no unlearning", *methods, "retrain"]
@@ -132,6 +144,10 @@ def run_compare(
         _plots(table, curves, levels, histories)
         tracking.log_dashboard(f"compare {base.attack}: every figure")
         sentence = report.headline(table, seeds, base.attack, lira_shadows)
+        if found:
+            from .analyze import hypotheses_sentence
+
+            sentence += " " + hypotheses_sentence(found)
         short = report.markdown(table, seeds, keys=("removal", "test_acc", ATTACKS.get(base.attack).removal_metric,
                                                     "mia_tpr_at_1fpr"))
         tracking.set_description(
@@ -196,11 +212,12 @@ def run_compare_attacks(
     experiment: str | None,
     wait_s: float = 0.0,
     lira_shadows: int = 0,
+    hypotheses: bool = False,
 ) -> dict[str, Any]:
     """`run_compare` for each scenario (one per attack) as nested runs, then the attacks side by side."""
     if len(bases) == 1:
         return run_compare(methods, bases[0], seeds, levels, tune_template, ctx, experiment, wait_s=wait_s,
-                           lira_shadows=lira_shadows)
+                           lira_shadows=lira_shadows, hypotheses=hypotheses)
     tracking.configure(experiment)
     attacks = [b.attack for b in bases]
     with tracking.run(f"compare {', '.join(attacks)}", tags={"entry_point": "compare_attacks",
@@ -209,7 +226,8 @@ def run_compare_attacks(
                              "n_trials": tune_template.n_trials, "budget_max": tune_template.budget_max,
                              **{k: v for k, v in bases[0].to_flat().items() if not k.startswith("attack")}})
         runs = {b.attack: run_compare(methods, b, seeds, levels, tune_template, ctx, experiment, nested=True,
-                                      wait_s=wait_s, lira_shadows=lira_shadows) for b in bases}
+                                      wait_s=wait_s, lira_shadows=lira_shadows, hypotheses=hypotheses)
+                for b in bases}
         tables = {a: r["table"] for a, r in runs.items()}
         md = report.side_by_side(tables, {a: ATTACKS.get(a).removal_metric for a in attacks}, seeds)
         tracking.log_text(md, "comparison_attacks.md")
