@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from unlearn_search import cli
 from unlearn_search.presets import PAPER_TRAIN, PRESETS
@@ -25,7 +26,16 @@ def test_paper_preset_fills_every_unset_flag():
     assert (cfg.dataset, cfg.model) == ("cifar10", "resnet18_cifar")
     assert cfg.train == PAPER_TRAIN
     assert (PAPER_TRAIN.epochs, PAPER_TRAIN.optimizer, PAPER_TRAIN.augment) == (100, "sgd", "crop_flip")
-    assert (cfg.attack_params["poison_fraction"], cfg.attack_params["eps"]) == (0.02, 0.1)
+    assert (cfg.attack_params["poison_fraction"], cfg.attack_params["eps"]) == (0.015, 0.3)
+    # PAPER.md 8: 750 poisons of CIFAR-10's 50,000 training points, exactly, as the attack counts them
+    from unlearn_search.attacks import ATTACKS
+    from unlearn_search.context import RunContext
+    from unlearn_search.data import Dataset
+
+    x = torch.zeros(50_000, 1, 1, 1)
+    data = Dataset("cifar10-shaped", x, torch.arange(50_000) % 10, x[:10], torch.arange(10), n_classes=10)
+    attack = ATTACKS.get("gaussian")(ATTACKS.get("gaussian").config_from(cfg.attack_params))
+    assert attack.craft(data, RunContext(seed=0)).n_poison == 750
 
 
 def test_explicit_flags_override_the_preset():
@@ -33,12 +43,12 @@ def test_explicit_flags_override_the_preset():
                     "--train-amp", "true")
     assert cfg.train.epochs == 3 and cfg.train.amp is True and cfg.model == "cnn"
     assert cfg.train.lr == PAPER_TRAIN.lr  # untouched fields still come from the preset
-    assert cfg.attack_params["eps"] == 0.2 and cfg.attack_params["poison_fraction"] == 0.02
+    assert cfg.attack_params["eps"] == 0.2 and cfg.attack_params["poison_fraction"] == 0.015
 
 
 def test_preset_attack_params_apply_only_to_their_attack():
     cfg = _scenario("--preset", "paper", "--attack", "backdoor")
-    assert cfg.attack_params["poison_fraction"] == 0.05  # the backdoor's own default, not the paper's gaussian 2%
+    assert cfg.attack_params["poison_fraction"] == 0.05  # the backdoor's own default, not the paper's gaussian 1.5%
 
 
 @pytest.mark.parametrize("name", PRESETS.names())
