@@ -101,18 +101,19 @@ def test_control_set_drops_k_random_clean_points_and_keeps_the_poisons(default_s
 def test_first_gd_cosine_is_the_negative_gradients_by_hand(default_scenario) -> None:  # type: ignore[no-untyped-def]
     scenario, refs, ctx = default_scenario
     poisoned = refs["poisoned"]
-    d = analysis.param_vector(refs["retrain"]) - analysis.param_vector(poisoned)
+    before = analysis.param_vector(poisoned)
+    d = analysis.param_vector(refs["retrain"]) - before
     al = analysis.gd_alignment(poisoned, scenario.retain, d, ctx, steps=30, batch_size=64)
     assert len(al["step_cosine"]) == 30 and np.all(al["step_cosine"] != 0)  # every step moves (epochs reshuffled)
     gen = ctx.generator(offset=137)
     idx = torch.randperm(len(scenario.retain[0]), generator=gen)[:64]
     xr, yr = scenario.retain
-    g = analysis._flat_grad(poisoned.eval(), xr[idx], yr[idx])
-    poisoned.zero_grad(set_to_none=True)
+    loss = nn.functional.cross_entropy(poisoned.eval()(xr[idx]), yr[idx])  # the first batch's mean loss, by hand
+    g = torch.cat([t.flatten() for t in torch.autograd.grad(loss, list(poisoned.parameters()))]).double()
     assert al["step_cosine"][0] == pytest.approx(float(-g.dot(d) / (g.norm() * d.norm())), rel=1e-9)
     # after one step the cumulative update is that step, read back from the float32 weights (rounding: ~1e-3)
     assert al["cumulative_cosine"][0] == pytest.approx(al["step_cosine"][0], rel=1e-2)
-    assert torch.equal(analysis.param_vector(poisoned), analysis.param_vector(refs["poisoned"]))  # not mutated
+    assert torch.equal(analysis.param_vector(poisoned), before)  # the poisoned model is not mutated
 
 
 def test_lira_scores_by_hand() -> None:

@@ -52,7 +52,11 @@ def test_rows_pad_truncate_and_carry_no_noise() -> None:
 
 
 def test_the_generated_task_and_its_tokenizer_are_the_same_every_time(data) -> None:  # type: ignore[no-untyped-def]
+    from unlearn_search.data.text import _TOKENISED
+
+    _TOKENISED.clear()  # generated and tokenised anew, not the cached copy
     again = load_dataset("sentiment@200,100", "gpt2-tiny", MAX_LEN)
+    assert again is not data
     assert torch.equal(again.x_train, data.x_train) and torch.equal(again.y_test, data.y_test)
     assert data.is_text and data.input_shape == (MAX_LEN + 2,) and data.n_classes == 2
     assert sorted(torch.bincount(data.y_train).tolist()) == [100, 100]  # stratified subset

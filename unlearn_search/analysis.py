@@ -45,7 +45,7 @@ from .context import RunContext
 from .metrics.roc import auc_of_curve, roc_curve
 from .models import create_model
 from .scenario import Scenario
-from .training import predict_logits, train
+from .training import flat_grad, predict_logits, train
 
 CONTROL_OFFSET = 131  # ctx.generator offset of the control's random clean points
 
@@ -116,11 +116,10 @@ def progress(unlearned: nn.Module, poisoned: nn.Module, retrain: nn.Module) -> d
 # ---- H2 --------------------------------------------------------------------------------------------------------
 
 
-def _flat_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    model.zero_grad(set_to_none=True)
-    nn.functional.cross_entropy(model(x), y).backward()
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().double().flatten().cpu()
-                      for p in model.parameters()])
+def _mean_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The batch's mean-loss gradient over all parameters (`training.flat_grad`), float64 on the CPU, laid out as
+    `param_vector`."""
+    return flat_grad(model, x, y, reduction="mean").detach().double().cpu()
 
 
 def gd_alignment(poisoned: nn.Module, data: tuple[torch.Tensor, torch.Tensor], shift: torch.Tensor, ctx: RunContext,
@@ -140,7 +139,7 @@ def gd_alignment(poisoned: nn.Module, data: tuple[torch.Tensor, torch.Tensor], s
     order = torch.cat([torch.randperm(len(xr), generator=gen) for _ in range(epochs)])
     for t in range(steps):
         idx = order[t * batch_size:(t + 1) * batch_size].to(ctx.device)
-        g = _flat_grad(model, xr[idx], yr[idx])
+        g = _mean_grad(model, xr[idx], yr[idx])
         update = -lr * g
         with torch.no_grad():
             offset = 0
@@ -151,7 +150,6 @@ def gd_alignment(poisoned: nn.Module, data: tuple[torch.Tensor, torch.Tensor], s
         step_cos.append(float(update.dot(shift) / update.norm()) if update.norm() > 0 else 0.0)
         total = param_vector(model) - start
         cum_cos.append(float(total.dot(shift) / total.norm()) if total.norm() > 0 else 0.0)
-    model.zero_grad(set_to_none=True)
     return {"step_cosine": np.array(step_cos), "cumulative_cosine": np.array(cum_cos)}
 
 
@@ -167,7 +165,7 @@ def batch_gradients(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], c
     rows = []
     for _ in range(n_batches):
         idx = torch.randperm(len(xr), generator=gen)[:batch_size]
-        rows.append(_flat_grad(work, xr[idx].to(ctx.device), yr[idx].to(ctx.device)))
+        rows.append(_mean_grad(work, xr[idx].to(ctx.device), yr[idx].to(ctx.device)))
     return torch.stack(rows)
 
 
@@ -226,14 +224,21 @@ def logit_confidence(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device:
     return (own - torch.logsumexp(others, dim=1)).numpy()
 
 
+def check_shadows(name: str, n: int, off_allowed: bool = False) -> None:
+    """A shadow count must be even (complementary pairs) and at least 2 (or 0, off, where ``off_allowed``)."""
+    if (n == 0 and off_allowed) or (n >= 2 and n % 2 == 0):
+        return
+    from .errors import UsageError
+
+    valid = "0 (off) or an even number >= 2" if off_allowed else "an even number >= 2 (pairs of halves)"
+    raise UsageError(f"{name}={n!r} is not valid; valid: {valid}")
+
+
 def train_shadows(scenario: Scenario, n_shadows: int, ctx: RunContext) -> ShadowFits:
     """``n_shadows`` (even) shadow models with the scenario's recipe, each on the retain set plus one of a
     complementary pair of random halves of the scored points; returns the per-point fits. Cost: ``n_shadows``
     trainings about as large as the poisoned model's."""
-    if n_shadows < 2 or n_shadows % 2:
-        from .errors import UsageError
-
-        raise UsageError(f"shadows={n_shadows!r} is not valid; valid: an even number >= 2 (pairs of halves)")
+    check_shadows("shadows", n_shadows)
     x, y = scored_points(scenario)
     xr, yr = scenario.retain
     n = len(x)

@@ -23,7 +23,6 @@ from torch import nn
 
 from . import analysis, tracking
 from .context import RunContext
-from .methods import METHODS
 from .models import load_model
 from .scenario import ScenarioConfig, evaluate
 from .store import ensure_references
@@ -89,10 +88,6 @@ def fits_artifact(scenario_hash: str, n_shadows: int) -> str:
 
 def best_models(cfg: ScenarioConfig, methods: list[str], ctx: RunContext) -> dict[str, nn.Module]:
     """The newest registered unlearned model of each method for ``cfg``'s scenario (methods without one left out)."""
-    return _unlearned(cfg, methods, ctx)
-
-
-def _unlearned(cfg: ScenarioConfig, methods: list[str], ctx: RunContext) -> dict[str, nn.Module]:
     out = {}
     for m in methods:
         found = tracking.find_versions(tracking.unlearned_role(m), {"scenario_hash": cfg.hash})
@@ -165,7 +160,7 @@ def run_analyze(cfg: ScenarioConfig, ctx: RunContext, methods: list[str], n_shad
         tracking.log_metrics({**h1, **h2})
 
         # detectors and progress, per model
-        models = {"no unlearning": poisoned, "retrain": retrain, **_unlearned(cfg, methods, ctx)}
+        models = {"no unlearning": poisoned, "retrain": retrain, **best_models(cfg, methods, ctx)}
         key = sc.attack.removal_metric
         detector = {"gaussian": "gus_tpr_at_1fpr"}.get(cfg.attack, key)
         rows: list[dict[str, Any]] = []
@@ -236,12 +231,3 @@ def _headline(h1: dict[str, float], h2: dict[str, float], rows: list[dict[str, A
     return (hypotheses_sentence([(h1, h2)], span_batches, gd_steps)
             + f" LiRA at 1% FPR: poisoned {lira['no unlearning']:.2f}, retrained {lira['retrain']:.2f}"
             + (f"; still above twice the retrained model's for {', '.join(still)}." if still else "."))
-
-
-def parse_analyze_methods(text: str) -> list[str]:
-    from .compare import parse_methods
-
-    return parse_methods(text)
-
-
-__all__ = ["METHODS", "run_analyze"]

@@ -213,8 +213,9 @@ def cmd_compare(a: argparse.Namespace) -> int:
                          "attack takes its defaults (poison_fraction and eps, when given, apply to all)")
     levels = parse_levels(a.budget_levels)
     check_range("wait_for_workers", a.wait_for_workers, low=0)
-    if a.lira_shadows and (a.lira_shadows < 2 or a.lira_shadows % 2):
-        raise UsageError(f"lira_shadows={a.lira_shadows!r} is not valid; valid: 0 (off) or an even number >= 2")
+    from .analysis import check_shadows
+
+    check_shadows("lira_shadows", a.lira_shadows, off_allowed=True)
     template = TuneConfig(method=methods[0], n_trials=a.n_trials, budget_max=a.budget_max, storage=a.storage,
                           utility_tolerance=a.utility_tolerance)
     from .presets import PRESETS
@@ -232,12 +233,13 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
 
 def cmd_analyze(a: argparse.Namespace) -> int:
-    from .analyze import parse_analyze_methods, run_analyze
+    from .analysis import check_shadows
+    from .analyze import run_analyze
+    from .compare import parse_methods
     from .errors import check_range
 
-    methods = parse_analyze_methods(a.methods)
-    if a.shadows < 2 or a.shadows % 2:
-        raise UsageError(f"shadows={a.shadows!r} is not valid; valid: an even number >= 2 (pairs of halves)")
+    methods = parse_methods(a.methods)
+    check_shadows("shadows", a.shadows)
     check_range("gd_steps", a.gd_steps, low=1)
     check_range("span_batches", a.span_batches, low=1)
     cfg, ctx, _ = _prepare(a)

@@ -193,6 +193,19 @@ def _train(
     return model
 
 
+def flat_grad(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, create_graph: bool = False, reduction: str = "sum"
+) -> torch.Tensor:
+    """∇_θ of the cross-entropy of ``model`` on ``(x, y)`` (``reduction``: summed or averaged over the batch),
+    flattened over the trainable parameters in their order (zeros for one the loss does not reach); no ``.grad`` is
+    touched. Witches' Brew matches these; `analysis` compares them with parameter shifts."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss = F.cross_entropy(model(x), y, reduction=reduction)
+    grads = torch.autograd.grad(loss, params, create_graph=create_graph, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params,
+                                                                                              strict=True)])
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 1024) -> torch.Tensor:
     """Eval-mode logits for ``x`` (on CPU), batched."""

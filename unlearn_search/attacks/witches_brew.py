@@ -37,7 +37,7 @@ from ..context import RunContext
 from ..data import Dataset
 from ..errors import UsageError, check_choice, check_range
 from ..models import create_model
-from ..training import predict_logits, train
+from ..training import flat_grad, predict_logits, train
 from . import ATTACKS, Poisoning, SuccessCountAttack, Victim
 
 log = logging.getLogger(__name__)
@@ -67,12 +67,8 @@ class WitchesBrewConfig:
         check_choice("adversarial", self.adversarial, ("runner_up", "random"))
 
 
-def _flat_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, create_graph: bool) -> torch.Tensor:
-    """∇_θ of the summed cross-entropy of ``model`` on (x, y), flattened over the trainable parameters."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    loss = nn.functional.cross_entropy(model(x), y, reduction="sum")
-    grads = torch.autograd.grad(loss, params, create_graph=create_graph)
-    return torch.cat([g.reshape(-1) for g in grads])
+#: ∇_θ of the summed cross-entropy, flattened over the trainable parameters (`training.flat_grad`).
+_flat_grad = flat_grad
 
 
 def matching_loss(

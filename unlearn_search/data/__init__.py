@@ -136,12 +136,18 @@ def load_dataset(name: str, model: str | None = None, max_length: int = 128) -> 
     check_dataset_name(name)
     base, prefix, rest, sizes = _parse(name)
     if is_text_dataset(name):
+        from .text import _TOKENISED
+
         if model is None:
             raise UsageError(f"text dataset {name!r} is tokenised for a model; none was given")
-        corpus = load_corpus(base)
-        if sizes is not None:
-            corpus = subset_corpus(corpus, *sizes, seed=SUBSET_SEED)
-        return replace(tokenise(corpus, model, max_length), name=name)
+        key = (name, model, max_length, dataset_fingerprint(name))
+        if key not in _TOKENISED:
+            corpus = load_corpus(base)
+            if sizes is not None:
+                corpus = subset_corpus(corpus, *sizes, seed=SUBSET_SEED)
+            _TOKENISED.clear()  # one dataset kept
+            _TOKENISED[key] = replace(tokenise(corpus, model, max_length), name=name)
+        return _TOKENISED[key]
     data = DATASET_SOURCES.get(prefix)(str(Path(rest).expanduser())) if prefix else DATASETS.get(base)()
     if sizes is not None:
         data = stratified_subset(data, *sizes)

@@ -135,9 +135,16 @@ def tokenise(corpus: Corpus, model: str, max_length: int) -> Any:
     from . import Dataset
 
     tok = tokenizer_for(model, corpus.texts_train)
-    return Dataset(name=corpus.name, x_train=encode_rows(tok.encode(corpus.texts_train), max_length),
-                   y_train=corpus.y_train, x_test=encode_rows(tok.encode(corpus.texts_test), max_length),
+    rows = [encode_rows(tok.encode(texts, max_length), max_length) for texts in (corpus.texts_train, corpus.texts_test)]
+    return Dataset(name=corpus.name, x_train=rows[0], y_train=corpus.y_train, x_test=rows[1],
                    y_test=corpus.y_test, n_classes=corpus.n_classes, vocab_size=tok.vocab_size, tokenizer=tok)
+
+
+#: The last text dataset tokenised, by (name, model, max_length, file fingerprint): one command loads its scenario's
+#: data many times (validation, then every seed's and every study's scenario), and tokenising IMDb for GPT-2 takes
+#: tens of seconds where loading digits takes milliseconds. Nothing mutates a dataset's tensors (attacks and splits
+#: index copies out of them), so the same object can be handed out again.
+_TOKENISED: dict[tuple[str, str, int, str], Any] = {}
 
 
 def subset_corpus(corpus: Corpus, n_train: int, n_test: int, seed: int) -> Corpus:
@@ -195,13 +202,15 @@ def imdb() -> Corpus:
         import datasets
     except ImportError:
         raise UsageError("dataset 'imdb' needs the 'llm' extra: pip install -e \".[llm]\"") from None
+    was_offline = datasets.config.HF_HUB_OFFLINE  # read by `datasets.load_dataset` when it runs
     try:
-        if offline:
-            datasets.config.HF_HUB_OFFLINE = True
+        datasets.config.HF_HUB_OFFLINE = was_offline or offline
         ds = datasets.load_dataset("stanfordnlp/imdb", cache_dir=str(cache))
     except Exception as e:  # offline and absent, or a broken cache: one line naming where it was looked for
         raise UsageError(f"dataset 'imdb' is not in {cache} and could not be downloaded "
                          f"({'downloads are off' if offline else type(e).__name__})") from None
+    finally:
+        datasets.config.HF_HUB_OFFLINE = was_offline  # the rest of the process as it was
     return Corpus("imdb", tuple(ds["train"]["text"]), torch.tensor(ds["train"]["label"], dtype=torch.int64),
                   tuple(ds["test"]["text"]), torch.tensor(ds["test"]["label"], dtype=torch.int64), n_classes=2)
 
