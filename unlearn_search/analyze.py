@@ -4,10 +4,10 @@ For one scenario (its references found or trained as by every entry point) it fi
 (registered as ``unlearn_search.control`` with the scenario's hash, reused like the references), finds or trains the
 LiRA shadow models (their per-point fits stored as an artifact ``lira/<scenario hash>_<n>_shadows.npz`` of the run,
 tagged ``lira_fits.<scenario hash>``, and reused by later runs of the same scenario and shadow count, `analyze`'s
-and `compare`'s alike), takes the newest registered
-unlearned model of each method for the scenario (from `tune` or `compare`), and logs: the H1 distances, the H2
-cosines and gradient-span fractions, each model's progress towards the retrained model and its detectors (the
-attack's own metric, the loss MIA, LiRA), a table, three figures and a headline sentence as the run's description.
+and `compare`'s alike), takes the newest registered unlearned model of each method for the scenario (from `tune`
+or `compare`), and logs: the H1 distances, the H2 cosines and gradient-span fractions, each model's progress
+towards the retrained model and its detectors (the attack's own metric, the loss MIA, LiRA), a table, three figures
+and a headline sentence as the run's description.
 The science is in `analysis`; this module only finds, trains, logs.
 """
 
