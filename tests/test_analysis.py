@@ -121,13 +121,19 @@ def test_lira_scores_by_hand() -> None:
     assert s == pytest.approx([-2.0, 2.0])  # log N(φ; 2, 1) - log N(φ; 0, 1) = 2φ - 2
 
 
+@pytest.fixture(scope="module")
+def shadows4(default_scenario):  # type: ignore[no-untyped-def]
+    scenario, _, ctx = default_scenario
+    return analysis.shadow_models(scenario, 4, ctx)
+
+
 @pytest.mark.slow
-def test_lira_is_at_chance_on_a_model_that_never_saw_the_poisons(default_scenario) -> None:  # type: ignore[no-untyped-def]
+def test_lira_is_at_chance_on_a_model_that_never_saw_the_poisons(default_scenario, shadows4) -> None:  # type: ignore[no-untyped-def]
     """Measured on the default with 4 shadows: the retrained model 0.005 at 1% FPR (chance: 0.01), the poisoned one
     0.30; AUC 0.29 vs 0.82. (A retrained model's poisons score *below* test points: the poisons' in/out gap is wide,
     so a poison that looks 'out' gets a strongly negative score; hence the AUC under 0.5.)"""
     scenario, refs, ctx = default_scenario
-    fits = analysis.train_shadows(scenario, 4, ctx)
+    fits = analysis.fit_shadows(shadows4, scenario, ctx.device)
     assert fits.n_shadows == 4 and len(fits.mu_in) == scenario.poisoning.n_poison + len(scenario.data.x_test)
     retrain = analysis.lira(refs["retrain"], scenario, fits, ctx.device)
     poisoned = analysis.lira(refs["poisoned"], scenario, fits, ctx.device)
@@ -135,6 +141,45 @@ def test_lira_is_at_chance_on_a_model_that_never_saw_the_poisons(default_scenari
     assert poisoned["lira_tpr_at_1fpr"] > 0.15 and poisoned["lira_auc"] > 0.7
     again = analysis.ShadowFits.from_arrays(fits.to_arrays())
     assert analysis.lira(refs["poisoned"], scenario, again, ctx.device) == poisoned  # the stored fits score the same
+
+
+def _separation(fits: analysis.ShadowFits) -> float:
+    """Mean of μ_in − μ_out over the poisons in units of the pooled standard deviation: how far apart the two
+    hypotheses are (per point the difference is noisy with few shadows; its mean over the poisons is not)."""
+    return float(np.mean((fits.mu_in - fits.mu_out) / np.sqrt((fits.sd_in**2 + fits.sd_out**2) / 2)))
+
+
+@pytest.mark.slow
+def test_ulira_separates_a_method_that_forgets_nothing_and_not_one_that_retrains(default_scenario, shadows4) -> None:  # type: ignore[no-untyped-def]
+    """U-LiRA's defining property. An "unlearner" that does nothing leaves trained-on poisons looking trained on:
+    the hypotheses stay apart and the poisoned model is told from the retrained one. One that retrains from scratch
+    without the poisons it is told (a perfect unlearner) makes "unlearned" and "never seen" the same hypothesis.
+    Measured on the default with 4 shadows: separation 2.49 vs -0.06."""
+    from unlearn_search.models import create_model
+    from unlearn_search.training import train
+
+    scenario, refs, ctx = default_scenario
+    k = scenario.poisoning.n_poison
+    told = []
+
+    def nothing(model: nn.Module, splits, c: RunContext) -> nn.Module:  # type: ignore[no-untyped-def]
+        told.append(splits.n_forget)
+        return model
+
+    def retrain(model: nn.Module, splits, c: RunContext) -> nn.Module:  # type: ignore[no-untyped-def]
+        fresh = create_model(scenario.spec, seed=c.seed)
+        train(fresh, splits.x_retain, splits.y_retain, scenario.config.train, c)
+        return fresh.eval()
+
+    kept = analysis.ulira_fits(shadows4, scenario, nothing, ctx)
+    assert told == [int(m[:k].sum()) for m in shadows4.members] and sum(told) == 2 * k  # each poison told twice
+    forgotten = analysis.ulira_fits(shadows4, scenario, retrain, ctx)
+    assert len(kept.mu_in) == k
+    assert _separation(kept) > 1.0 > 0.2 > abs(_separation(forgotten))
+    seen = analysis.ulira(refs["poisoned"], refs["retrain"], scenario, kept, ctx.device)
+    assert seen["ulira_auc"] > 0.8 and seen["ulira_tpr_at_1fpr"] > 0.1
+    same = analysis.ulira(refs["retrain"], refs["retrain"], scenario, kept, ctx.device)
+    assert same["ulira_auc"] == pytest.approx(0.5)
 
 
 def test_shadow_count_must_be_even(default_scenario) -> None:  # type: ignore[no-untyped-def]
@@ -159,7 +204,8 @@ def test_analyze_end_to_end_logs_h1_h2_lira_and_reuses_what_it_trained(mlflow_st
                                 "tags.entry_point = 'analyze'")
     m = run.data.metrics
     assert {"h1_param_l2_ratio", "h2_cosine_cumulative_poison", "h2_span_all_clean", "gd.lira_tpr_at_1fpr",
-            "retrain.lira_auc", "no_unlearning.mia_tpr_at_1fpr", "gd.h1_progress"} <= set(m)
+            "retrain.lira_auc", "no_unlearning.mia_tpr_at_1fpr", "gd.h1_progress", "gd.ulira_auc",
+            "gd.ulira_tpr_at_1fpr"} <= set(m)
     assert run.data.tags["mlflow.note.content"].startswith("H1: ")
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"plots/h1_model_shift.png", "plots/h2_gd_cosine.png", "plots/detectors_tpr.png"} <= arts
@@ -168,7 +214,8 @@ def test_analyze_end_to_end_logs_h1_h2_lira_and_reuses_what_it_trained(mlflow_st
     caplog.set_level("INFO", logger="unlearn_search")
     assert cli.main(["analyze", "--shadows", "2", "--gd-steps", "5", "--span-batches", "4", *args]) == 0
     logged = caplog.text
-    assert "clean control: reusing" in logged and "LiRA: reusing the fits of 2 shadow models" in logged
+    assert "clean control: reusing" in logged and "LiRA: reusing 2 shadow models" in logged
+    assert "U-LiRA: gd on 2 shadow models" in logged and "LiRA: training" not in logged
     assert len(client.search_model_versions("name = 'unlearn_search.control'")) == 1
 
 
@@ -195,7 +242,7 @@ def test_compare_puts_lira_beside_gus_and_the_loss_mia(mlflow_store, capsys, cap
     caplog.set_level("INFO", logger="unlearn_search")
     assert cli.main(["analyze", "--shadows", "2", "--gd-steps", "2", "--span-batches", "2",
                      "--train-epochs", "10"]) == 0
-    assert "LiRA: reusing the fits of 2 shadow models" in caplog.text
+    assert "LiRA: reusing 2 shadow models" in caplog.text and "LiRA: training" not in caplog.text
     assert "clean control: reusing" in caplog.text
     capsys.readouterr()  # analyze's own output  # the control --hypotheses registered
     assert cli.main(args) == 0  # off by default: the table and headline as before

@@ -28,13 +28,17 @@ test), since with few shadows a per-point variance is too noisy (a retrained mod
 1% FPR) and one variance for all points is wrong for the poisons, whose confidence varied about 4x more between
 models than test points' on the default (a retrained model then looked like a member on 7% of the poisons at 1%
 FPR; pooled per set: 1.4%, chance being 1%). A model's score for a point is the log-likelihood ratio of its own φ
-under the two Gaussians (`lira_scores`). U-LiRA (shadows that were unlearned rather than
-trained without) is not implemented.
+under the two Gaussians (`lira_scores`).
+
+**U-LiRA** (Hayes et al. 2024): the same shadows, each of which then unlearns the poisons it trained on with a
+method's configuration (`ulira_fits`); per poison, "trained on and unlearned" against "never seen". The question
+it answers is the unlearning one: can the method's output be told from retraining, poison by poison (`ulira`)?
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +46,7 @@ import torch
 from torch import nn
 
 from .context import RunContext
+from .methods import Splits
 from .metrics.roc import auc_of_curve, roc_curve
 from .models import create_model
 from .scenario import Scenario
@@ -234,15 +239,23 @@ def check_shadows(name: str, n: int, off_allowed: bool = False) -> None:
     raise UsageError(f"{name}={n!r} is not valid; valid: {valid}")
 
 
-def train_shadows(scenario: Scenario, n_shadows: int, ctx: RunContext) -> ShadowFits:
+@dataclass
+class Shadows:
+    """Trained shadow models and which scored points (forget set, then test set) each one trained on."""
+
+    models: list[nn.Module]
+    members: np.ndarray  # (n_shadows, n_scored) bool
+
+
+def shadow_models(scenario: Scenario, n_shadows: int, ctx: RunContext) -> Shadows:
     """``n_shadows`` (even) shadow models with the scenario's recipe, each on the retain set plus one of a
-    complementary pair of random halves of the scored points; returns the per-point fits. Cost: ``n_shadows``
-    trainings about as large as the poisoned model's."""
+    complementary pair of random halves of the scored points. Cost: ``n_shadows`` trainings about as large as the
+    poisoned model's."""
     check_shadows("shadows", n_shadows)
     x, y = scored_points(scenario)
     xr, yr = scenario.retain
     n = len(x)
-    phis = np.zeros((n_shadows, n))
+    models: list[nn.Module] = []
     member = np.zeros((n_shadows, n), dtype=bool)
     for pair in range(n_shadows // 2):
         chosen = torch.randperm(n, generator=ctx.generator(offset=1000 + pair))[: n // 2]
@@ -252,21 +265,41 @@ def train_shadows(scenario: Scenario, n_shadows: int, ctx: RunContext) -> Shadow
             i = 2 * pair + j
             model = create_model(scenario.spec, seed=ctx.child(2000 + i).seed)
             train(model, torch.cat([xr, x[m]]), torch.cat([yr, y[m]]), scenario.config.train, ctx.child(3000 + i))
-            phis[i] = logit_confidence(model, x, y, ctx.device)
+            models.append(model.eval())
             member[i] = m.numpy()
-    half = n_shadows // 2  # every point is a member of exactly half
-    groups = (slice(0, scenario.poisoning.n_poison), slice(scenario.poisoning.n_poison, n))  # forget, test
+    return Shadows(models, member)
+
+
+def train_shadows(scenario: Scenario, n_shadows: int, ctx: RunContext) -> ShadowFits:
+    """LiRA's per-point fits from `shadow_models`."""
+    return fit_shadows(shadow_models(scenario, n_shadows, ctx), scenario, ctx.device)
+
+
+def fit_shadows(shadows: Shadows, scenario: Scenario, device: torch.device) -> ShadowFits:
+    x, y = scored_points(scenario)
+    phis = np.stack([logit_confidence(m, x, y, device) for m in shadows.models])
+    k = scenario.poisoning.n_poison
+    return _gaussian_fits(phis, shadows.members, (slice(0, k), slice(k, len(x))))  # forget, test
+
+
+def _gaussian_fits(phis: np.ndarray, member: np.ndarray, groups: tuple[slice, ...]) -> ShadowFits:
+    """Per point, the mean φ of the shadows where it is in (``member``) and where it is out; standard deviations
+    pooled within each group of points. Non-finite φ (a shadow that diverged) are left out of both."""
+    finite = np.isfinite(phis)
+    phis = np.where(finite, phis, 0.0)
     fits = {}
-    for name, is_in in (("in", member), ("out", ~member)):
-        mu = np.where(is_in, phis, 0).sum(0) / half
-        sq = np.where(is_in, phis - mu, 0) ** 2
-        sd = np.zeros(n)
+    for name, is_in in (("in", member & finite), ("out", ~member & finite)):
+        count = is_in.sum(0)
+        mu = np.where(is_in, phis, 0).sum(0) / np.maximum(count, 1)
+        mu = np.where(count > 0, mu, np.nan)
+        sq = np.where(is_in, phis - np.nan_to_num(mu), 0) ** 2
+        sd = np.zeros(phis.shape[1])
         for g in groups:
-            points = sq[:, g].shape[1]
-            var = sq[:, g].sum() / max(points * (half - 1), 1) if half > 1 else float(np.var(mu[g]))
+            dof = int((count[g] - 1).clip(min=0).sum())
+            var = sq[:, g].sum() / dof if dof > 0 else float(np.nanvar(mu[g]))
             sd[g] = max(float(np.sqrt(var)), 1e-6)
         fits[name] = (mu, sd)
-    return ShadowFits(fits["in"][0], fits["out"][0], fits["in"][1], fits["out"][1], n_shadows)
+    return ShadowFits(fits["in"][0], fits["out"][0], fits["in"][1], fits["out"][1], len(phis))
 
 
 def lira_scores(phi: np.ndarray, mu_in: np.ndarray, mu_out: np.ndarray, sd_in: np.ndarray | float,
@@ -291,3 +324,44 @@ def lira(model: nn.Module, scenario: Scenario, fits: ShadowFits, device: torch.d
     fpr, tpr = roc_curve(s_f, s_t)
     return {"lira_auc": auc_of_curve(fpr, tpr), "lira_tpr_at_0.1fpr": float(np.interp(0.001, fpr, tpr)),
             "lira_tpr_at_1fpr": float(np.interp(0.01, fpr, tpr))}
+
+
+# ---- U-LiRA -----------------------------------------------------------------------------------------------------
+
+#: Unlearns ``splits.x_forget`` from a shadow model with a method's configuration: (model, splits, ctx) -> model.
+UnlearnFn = Callable[[nn.Module, Splits, RunContext], nn.Module]
+
+
+def ulira_fits(shadows: Shadows, scenario: Scenario, unlearn_fn: UnlearnFn, ctx: RunContext) -> ShadowFits:
+    """U-LiRA's fits for one method (Hayes et al. 2024, "Inexact unlearning needs more careful evaluations"): each
+    shadow unlearns the poisons it trained on (its members of the forget set; its test-set members stay in its
+    retain set) with ``unlearn_fn``; per poison, the φ of the shadows that trained on it and then unlearned it
+    ("in") against those that never saw it ("out", unlearned too, of the other poisons), variances pooled over
+    the forget set. Cost: one run of the method per shadow."""
+    k = scenario.poisoning.n_poison
+    xf, yf = scenario.forget
+    xr, yr = scenario.retain
+    xt, yt = scenario.data.x_test, scenario.data.y_test
+    phis = np.zeros((len(shadows.models), k))
+    for i, (model, m) in enumerate(zip(shadows.models, shadows.members, strict=True)):
+        told, kept = torch.from_numpy(m[:k]), torch.from_numpy(m[k:])
+        splits = Splits(xf[told], yf[told], torch.cat([xr, xt[kept]]), torch.cat([yr, yt[kept]]))
+        phis[i] = logit_confidence(unlearn_fn(model, splits, ctx.child(4000 + i)), xf, yf, ctx.device)
+    return _gaussian_fits(phis, shadows.members[:, :k], (slice(0, k),))
+
+
+def ulira(model: nn.Module, retrain: nn.Module, scenario: Scenario, fits: ShadowFits,
+          device: torch.device) -> dict[str, float]:
+    """U-LiRA on ``model`` (unlearned by the method whose shadows gave ``fits``): the likelihood ratio "trained on
+    and unlearned" against "never seen" of each poison, the unlearned model's poisons as positives against the
+    retrained model's (the same points, never seen) as negatives: AUC 0.5 when the method's output cannot be told
+    from retraining on the poisons; TPR at 0.1% and 1% FPR (with k poisons, an FPR below 1/k is interpolated)."""
+    xf, yf = scenario.forget
+
+    def scores(m: nn.Module) -> np.ndarray:
+        s = lira_scores(logit_confidence(m, xf, yf, device), fits.mu_in, fits.mu_out, fits.sd_in, fits.sd_out)
+        return np.nan_to_num(s, nan=0.0)  # a point no shadow could fit: no evidence either way
+
+    fpr, tpr = roc_curve(scores(model), scores(retrain))
+    return {"ulira_auc": auc_of_curve(fpr, tpr), "ulira_tpr_at_0.1fpr": float(np.interp(0.001, fpr, tpr)),
+            "ulira_tpr_at_1fpr": float(np.interp(0.01, fpr, tpr))}

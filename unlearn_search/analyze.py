@@ -53,17 +53,20 @@ def control_model(refs: Any, ctx: RunContext) -> nn.Module:
     return model
 
 
-def shadow_fits(refs: Any, n_shadows: int, ctx: RunContext) -> analysis.ShadowFits:
-    """The scenario's LiRA fits for ``n_shadows`` shadows: read back from any run that stored them (tag
-    ``lira_fits.<scenario hash>`` = the shadow count, artifact `fits_artifact`), else trained; either way stored in
-    the active run too, so that this run carries what it used."""
+def shadow_fits(refs: Any, n_shadows: int, ctx: RunContext,
+                shadows: analysis.Shadows | None = None) -> analysis.ShadowFits:
+    """The scenario's LiRA fits for ``n_shadows`` shadows: fitted from ``shadows`` when given, else read back from
+    any run that stored them (tag ``lira_fits.<scenario hash>`` = the shadow count, artifact `fits_artifact`), else
+    fitted from `shadow_set`'s models; either way stored in the active run too, so that this run carries what it
+    used."""
     import mlflow
 
     sc = refs.scenario
     tag, path = f"lira_fits.{sc.config.hash}", fits_artifact(sc.config.hash, n_shadows)
-    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
-                              filter_string=f"tags.`{tag}` = '{n_shadows}'", order_by=["attributes.start_time DESC"])
-    fits = None
+    fits = None if shadows is None else analysis.fit_shadows(shadows, sc, ctx.device)
+    runs = [] if fits is not None else mlflow.search_runs(
+        search_all_experiments=True, output_format="list", filter_string=f"tags.`{tag}` = '{n_shadows}'",
+        order_by=["attributes.start_time DESC"])
     for run in runs:
         try:
             data = tracking.download_bytes(run.info.run_id, path)
@@ -73,13 +76,119 @@ def shadow_fits(refs: Any, n_shadows: int, ctx: RunContext) -> analysis.ShadowFi
             log.info("LiRA: reusing the fits of %d shadow models from run %s", n_shadows, run.info.run_id)
             fits = analysis.ShadowFits.from_arrays({k: z[k] for k in z.files})
         break
-    if fits is None:
-        log.info("LiRA: training %d shadow models (each about as large a training as the poisoned model's)",
-                 n_shadows)
-        fits = analysis.train_shadows(sc, n_shadows, ctx)
+    if fits is None:  # the models are stored too, for U-LiRA
+        fits = analysis.fit_shadows(shadow_set(refs, n_shadows, ctx), sc, ctx.device)
     tracking.log_bytes(_npz(fits.to_arrays()), path)
     tracking.set_tags({tag: str(n_shadows)})
     return fits
+
+
+def shadow_set(refs: Any, n_shadows: int, ctx: RunContext) -> analysis.Shadows:
+    """The scenario's ``n_shadows`` shadow models themselves (U-LiRA unlearns with them): read back from any run that
+    stored them (tag ``lira_models.<scenario hash>``, artifact ``lira/<hash>_<n>_shadow_models.pt``, weights only),
+    else trained (the same seeds as `shadow_fits`' shadows, so the same models) and stored in the active run."""
+    import mlflow
+    import torch
+
+    from .models import create_model
+
+    sc = refs.scenario
+    tag, path = f"lira_models.{sc.config.hash}", f"lira/{sc.config.hash}_{n_shadows}_shadow_models.pt"
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.`{tag}` = '{n_shadows}'", order_by=["attributes.start_time DESC"])
+    for run in runs:
+        try:
+            data = tracking.download_bytes(run.info.run_id, path)
+        except Exception:  # a run that died before logging them
+            continue
+        stored = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        models = []
+        for state in stored["states"]:
+            model = create_model(sc.spec, seed=0)
+            model.load_state_dict(state)
+            models.append(model.to(ctx.device).eval())
+        log.info("LiRA: reusing %d shadow models from run %s", n_shadows, run.info.run_id)
+        shadows = analysis.Shadows(models, stored["members"].numpy())
+        break
+    else:
+        log.info("LiRA: training %d shadow models (each about as large a training as the poisoned model's)",
+                 n_shadows)
+        shadows = analysis.shadow_models(sc, n_shadows, ctx)
+    buf = io.BytesIO()
+    torch.save({"states": [{k: v.cpu() for k, v in m.state_dict().items()} for m in shadows.models],
+                "members": torch.from_numpy(shadows.members)}, buf)
+    tracking.log_bytes(buf.getvalue(), path)
+    tracking.set_tags({tag: str(n_shadows)})
+    return shadows
+
+
+class _Recorded:
+    """A duck-typed Optuna trial that replays recorded values (strings, as tags store them) through a method's
+    search space, so the space's own types and derived fields (e.g. ``epochs = 0``) come back exactly."""
+
+    def __init__(self, values: dict[str, str], user_attrs: dict[str, Any]) -> None:
+        self.values, self.user_attrs = values, user_attrs
+
+    def suggest_float(self, name: str, *args: Any, **kwargs: Any) -> float:
+        return float(self.values[name])
+
+    def suggest_int(self, name: str, *args: Any, **kwargs: Any) -> int:
+        return int(self.values[name])
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return next(c for c in choices if str(c) == self.values[name])
+
+
+def registered_setting(version: Any, method_name: str, poisoned: nn.Module) -> tuple[Any, float]:
+    """(config, budget) of a registered unlearned model, from its ``param.*`` tags: a tuned best trial's through
+    the method's search space (tag ``study``), an ``unlearn`` run's as config fields."""
+    from .cli import method_params
+    from .methods import METHODS
+    from .models import max_k
+
+    method = METHODS.get(method_name)
+    values = {k.removeprefix("param."): v for k, v in version.tags.items() if k.startswith("param.")}
+    budget = float(values.pop("budget"))
+    if "study" in version.tags and method.search_space is not None:
+        kwargs = method.search_space(_Recorded(values, {"max_k": max_k(poisoned)}))
+    else:
+        types = method_params(method)
+        kwargs = {k: types[k][0](v) for k, v in values.items() if k in types}
+    return method.config(**kwargs), budget
+
+
+def _unlearner(method: Any, mcfg: Any, budget: Any) -> analysis.UnlearnFn:
+    def unlearn_fn(model: nn.Module, splits: Any, c: RunContext) -> nn.Module:
+        with c.seeded_global_rng(5):  # as `unlearning.unlearn` runs a method
+            return method.run(model, splits, mcfg, budget, c).model
+
+    return unlearn_fn
+
+
+def ulira_rows(refs: Any, cfg: ScenarioConfig, methods: list[str], shadows: analysis.Shadows,
+               ctx: RunContext) -> dict[str, dict[str, float]]:
+    """U-LiRA of each method's newest registered model, its shadows unlearned with that model's own setting
+    (`registered_setting`); a method whose setting cannot be read back is left out, with a log line."""
+    from .methods import METHODS, Budget
+
+    sc, poisoned = refs.scenario, refs.models["poisoned"]
+    out = {}
+    for name in methods:
+        found = tracking.find_versions(tracking.unlearned_role(name), {"scenario_hash": cfg.hash})
+        if not found:
+            continue
+        try:
+            mcfg, budget = registered_setting(found[0], name, poisoned)
+        except Exception as e:  # an older or hand-made version without readable params
+            log.warning("U-LiRA: %s left out: its registered setting cannot be read back (%s)", name, e)
+            continue
+        log.info("U-LiRA: %s on %d shadow models (budget %.3g)", name, len(shadows.models), budget)
+        fits = analysis.ulira_fits(shadows, sc, _unlearner(METHODS.get(name), mcfg, Budget(budget, sc.retrain_cost)),
+                                   ctx)
+        spec, state = tracking.load_weights(str(found[0].run_id))
+        out[name] = analysis.ulira(load_model(spec, state).to(ctx.device).eval(), refs.models["retrain"], sc, fits,
+                                   ctx.device)
+    return out
 
 
 def fits_artifact(scenario_hash: str, n_shadows: int) -> str:
@@ -141,20 +250,22 @@ def hypotheses_sentence(found: list[tuple[dict[str, float], dict[str, float]]], 
 
 
 def run_analyze(cfg: ScenarioConfig, ctx: RunContext, methods: list[str], n_shadows: int, gd_steps: int,
-                span_batches: int, experiment: str | None) -> dict[str, Any]:
+                span_batches: int, experiment: str | None, ulira: bool = True) -> dict[str, Any]:
     from . import plots
 
     tracking.configure(experiment)
     tags = {"entry_point": "analyze", tracking.KIND: "analyze", "scenario_hash": cfg.hash,
-            "lira_shadows": str(n_shadows)}
+            "lira_shadows": str(n_shadows), "ulira": str(ulira).lower()}
     with tracking.run(f"analyze {cfg.attack} {cfg.hash[:8]}", tags=tags):
         tracking.log_params({**cfg.to_flat(), "shadows": n_shadows, "gd_steps": gd_steps,
-                             "span_batches": span_batches})
+                             "span_batches": span_batches, "ulira": ulira})
         refs = ensure_references(cfg, ctx)
         sc = refs.scenario
         poisoned, retrain = refs.models["poisoned"], refs.models["retrain"]
         control = control_model(refs, ctx)
-        fits = shadow_fits(refs, n_shadows, ctx)
+        shadows = shadow_set(refs, n_shadows, ctx) if ulira else None
+        fits = shadow_fits(refs, n_shadows, ctx, shadows)
+        unlearned_lira = ulira_rows(refs, cfg, methods, shadows, ctx) if shadows is not None else {}
 
         h1, h2, curves = hypotheses(refs, control, ctx, gd_steps, span_batches)
         tracking.log_metrics({**h1, **h2})
@@ -170,6 +281,7 @@ def run_analyze(cfg: ScenarioConfig, ctx: RunContext, methods: list[str], n_shad
                    "mia_tpr_at_1fpr": m["mia_tpr_at_1fpr"], **analysis.lira(model, sc, fits, ctx.device)}
             if name not in ("no unlearning", "retrain"):
                 row.update(analysis.progress(model, poisoned, retrain))
+                row.update(unlearned_lira.get(name, {}))
             rows.append(row)
             slug = name.replace(" ", "_")
             tracking.log_metrics({k: v for k, v in row.items() if k != "model" and math.isfinite(float(v))},
@@ -193,7 +305,9 @@ def run_analyze(cfg: ScenarioConfig, ctx: RunContext, methods: list[str], n_shad
         names = [str(r["model"]) for r in rows]
         tracking.log_figures("detectors_tpr", plots.grouped_bars(
             names, {detector: [r[detector] for r in rows], "loss MIA": [r["mia_tpr_at_1fpr"] for r in rows],
-                    f"LiRA ({n_shadows} shadows)": [r["lira_tpr_at_1fpr"] for r in rows]},
+                    f"LiRA ({n_shadows} shadows)": [r["lira_tpr_at_1fpr"] for r in rows],
+                    **({"U-LiRA (vs retrained)": [r.get("ulira_tpr_at_1fpr", math.nan) for r in rows]}
+                       if ulira else {})},
             "TPR at 1% FPR", "Which detector still sees the poisons", reference_lines=False))
         tracking.log_dashboard(f"analyze {cfg.hash[:8]}")
         headline = _headline(h1, h2, rows, span_batches, gd_steps)
@@ -219,6 +333,7 @@ def _fmt(v: Any) -> str:
 def _table(rows: list[dict[str, Any]], key: str, detector: str) -> str:
     cols = [("model", "model"), (key, key), (detector, f"{detector}"), ("mia_tpr_at_1fpr", "loss MIA TPR@1%"),
             ("lira_tpr_at_1fpr", "LiRA TPR@1%"), ("lira_tpr_at_0.1fpr", "LiRA TPR@0.1%"), ("lira_auc", "LiRA AUC"),
+            ("ulira_tpr_at_1fpr", "U-LiRA TPR@1%"), ("ulira_auc", "U-LiRA AUC"),
             ("h1_progress", "way to retrain"), ("h1_travel_l2", "moved (l2)")]
     head = "| " + " | ".join(t for _, t in cols) + " |\n|" + "---|" * len(cols) + "\n"
     return head + "".join("| " + " | ".join(_fmt(r.get(k, math.nan)) for k, _ in cols) + " |\n" for r in rows)
@@ -230,4 +345,15 @@ def _headline(h1: dict[str, float], h2: dict[str, float], rows: list[dict[str, A
     still = [m for m, v in lira.items() if m not in ("no unlearning", "retrain") and v > 2 * max(lira["retrain"], 0.01)]
     return (hypotheses_sentence([(h1, h2)], span_batches, gd_steps)
             + f" LiRA at 1% FPR: poisoned {lira['no unlearning']:.2f}, retrained {lira['retrain']:.2f}"
-            + (f"; still above twice the retrained model's for {', '.join(still)}." if still else "."))
+            + (f"; still above twice the retrained model's for {', '.join(still)}." if still else ".")
+            + _ulira_sentence(rows))
+
+
+def _ulira_sentence(rows: list[dict[str, Any]]) -> str:
+    auc = {r["model"]: r["ulira_auc"] for r in rows if "ulira_auc" in r}
+    if not auc:
+        return ""
+    told = [m for m, v in auc.items() if v >= 0.6]
+    return (" U-LiRA AUC, unlearned against retrained poison by poison (0.5: indistinguishable): "
+            + ", ".join(f"{m} {v:.2f}" for m, v in auc.items())
+            + (f"; told apart (>= 0.6) for {', '.join(told)}." if told else "; none told apart (>= 0.6)."))

@@ -243,7 +243,7 @@ def cmd_analyze(a: argparse.Namespace) -> int:
     check_range("gd_steps", a.gd_steps, low=1)
     check_range("span_batches", a.span_batches, low=1)
     cfg, ctx, _ = _prepare(a)
-    run_analyze(cfg, ctx, methods, a.shadows, a.gd_steps, a.span_batches, a.experiment)
+    run_analyze(cfg, ctx, methods, a.shadows, a.gd_steps, a.span_batches, a.experiment, a.ulira)
     return 0
 
 
@@ -464,6 +464,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     an.add_argument("--shadows", type=int, default=8,
                     help="LiRA shadow models, an even number (each a training about as large as the poisoned "
                          "model's; fitted once per scenario and reused)")
+    an.add_argument("--ulira", type=_parse_bool, default=True,
+                    help="U-LiRA too: the shadows unlearn their poisons with each method's registered setting (one "
+                         "run of the method per shadow and method; the shadow models are stored and reused) "
+                         "(true/false)")
     an.add_argument("--gd-steps", type=int, default=50, help="plain GD steps on the retain set for H2's cosines")
     an.add_argument("--span-batches", type=int, default=32,
                     help="retain batches whose gradients span H2's clean-gradient subspace")
