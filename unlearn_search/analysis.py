@@ -76,8 +76,9 @@ def train_control(scenario: Scenario, ctx: RunContext) -> nn.Module:
 
 
 def param_vector(model: nn.Module) -> torch.Tensor:
-    """All parameters, flattened, float64, on the CPU."""
-    return torch.cat([p.detach().double().flatten().cpu() for p in model.parameters()])
+    """The trainable parameters (all of them, except a frozen backbone's: `models.frozen`), flattened, float64, on
+    the CPU, in the order of `training.flat_grad`."""
+    return torch.cat([p.detach().double().flatten().cpu() for p in model.parameters() if p.requires_grad])
 
 
 def output_distance(a: nn.Module, b: nn.Module, x: torch.Tensor, device: torch.device) -> tuple[float, float]:
@@ -122,8 +123,8 @@ def progress(unlearned: nn.Module, poisoned: nn.Module, retrain: nn.Module) -> d
 
 
 def _mean_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The batch's mean-loss gradient over all parameters (`training.flat_grad`), float64 on the CPU, laid out as
-    `param_vector`."""
+    """The batch's mean-loss gradient over the trainable parameters (`training.flat_grad`), float64 on the CPU, laid
+    out as `param_vector`."""
     return flat_grad(model, x, y, reduction="mean").detach().double().cpu()
 
 
@@ -148,7 +149,7 @@ def gd_alignment(poisoned: nn.Module, data: tuple[torch.Tensor, torch.Tensor], s
         update = -lr * g
         with torch.no_grad():
             offset = 0
-            for p in model.parameters():
+            for p in (q for q in model.parameters() if q.requires_grad):
                 n = p.numel()
                 p.add_(update[offset:offset + n].view_as(p).to(p))
                 offset += n

@@ -1,5 +1,5 @@
-"""Models by name: ``mlp``, ``cnn``, ``timm:<architecture>``, and language models (`text`: ``hf:<name>``,
-``gpt2-tiny``, ``gpt2-mini``).
+"""Models by name: ``mlp``, ``cnn``, ``timm:<architecture>``, a linear head on a frozen network's features
+(`frozen`: ``frozen:<model>``), and language models (`text`: ``hf:<name>``, ``gpt2-tiny``, ``gpt2-mini``).
 
 `ModelSpec` is everything needed to rebuild an architecture (name, input shape, classes); with a state dict it
 reloads a trainable module without unpickling code. Every model exposes its ordered blocks (input to output)
@@ -46,9 +46,12 @@ class ModelSpec:
 
 def check_model_name(name: str) -> None:
     """Raise `UsageError` for an unknown model name (``timm:<x>`` is checked against timm's list)."""
+    from .frozen import check_frozen_name, is_frozen
     from .text import check_text_model_name, is_text_model
 
-    if is_text_model(name):
+    if is_frozen(name):
+        check_frozen_name(name)
+    elif is_text_model(name):
         check_text_model_name(name)
     elif name.startswith(TIMM_PREFIX):
         from .timm_models import check_timm_name
@@ -61,11 +64,14 @@ def check_model_name(name: str) -> None:
 def create_model(spec: ModelSpec, seed: int) -> nn.Module:
     """Build ``spec`` with weights initialised from ``seed``, leaving the global RNG untouched."""
     check_model_name(spec.name)
+    from .frozen import create_frozen, is_frozen
     from .text import create_text_model, is_text_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if is_text_model(spec.name):
+        if is_frozen(spec.name):
+            model = create_frozen(spec.name, _image_shape(spec), spec.n_classes)
+        elif is_text_model(spec.name):
             model = create_text_model(spec.name, spec.vocab_size, spec.n_classes, spec.input_shape[0] - 2)
         elif spec.name.startswith(TIMM_PREFIX):
             from .timm_models import create_timm
