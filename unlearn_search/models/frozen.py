@@ -108,4 +108,4 @@ def _pretrained_timm(arch: str, input_shape: tuple[int, int, int]) -> tuple[nn.M
         raise UsageError(f"model frozen:timm:{arch}: timm's pretrained weights could not be loaded ({first}); they "
                          "come from the Hugging Face hub or its cache (HF_HOME); valid: an architecture with "
                          "pretrained weights, downloaded once online") from None
-    return model, int(model.num_features)
+    return model, int(getattr(model, "num_features"))  # noqa: B009 (a timm attribute torch types as Tensor | Module)
