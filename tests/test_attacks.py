@@ -45,7 +45,7 @@ def test_seeded_and_round_trips(digits):
 
 @pytest.mark.parametrize(
     "params, needle",
-    [({"poison_fraction": 0.0}, "poison_fraction=0.0"), ({"poison_fraction": 1.0}, "poison_fraction=1.0"),
+    [({"poison_fraction": 0.0}, "poison_fraction=0.0"), ({"poison_fraction": 1.5}, "poison_fraction=1.5"),
      ({"eps": 0.0}, "eps=0.0"), ({"eps": -1.0}, "eps=-1.0")],
 )
 def test_bad_config(params, needle):

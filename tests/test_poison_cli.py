@@ -71,8 +71,12 @@ def test_poison_registers_both_references_then_reuses_them(mlflow_store, monkeyp
         (["--model", "resnet"], "unknown model 'resnet'; valid: cnn, linear, mlp"),
         (["--attack", "flip"], "unknown attack 'flip'; valid: backdoor, gaussian"),
         (["--attack-params", "trigger=x"], "unknown attack parameter(s) trigger for attack 'gaussian'"),
-        (["--poison-fraction", "0"], "poison_fraction=0.0 is out of range; valid: (0, 1)"),
-        (["--poison-fraction", "1.5"], "poison_fraction=1.5 is out of range; valid: (0, 1)"),
+        (["--poison-fraction", "0"], "poison_fraction=0.0 is out of range; valid: a fraction in (0, 1) or a whole "
+                                     "number of poisons >= 1"),
+        (["--poison-fraction", "1.5"], "poison_fraction=1.5 is neither a fraction below 1 nor a whole number of "
+                                       "poisons; valid: a fraction in (0, 1) or a whole number of poisons >= 1"),
+        (["--poison-fraction", "2000"], "poison_fraction=2000 asks for 2000 poisons of 1437 training points; valid: "
+                                        "a fraction in (0, 1) or a whole number of poisons 1..1437"),
         (["--eps", "0"], "eps=0.0 is out of range; valid: (0, inf)"),
         (["--eps", "-1"], "eps=-1.0 is out of range"),
         (["--train-optimizer", "lbfgs"], "unknown optimizer 'lbfgs'; valid: adam, sgd"),

@@ -26,7 +26,7 @@ def test_paper_preset_fills_every_unset_flag():
     assert (cfg.dataset, cfg.model) == ("cifar10", "resnet18_cifar")
     assert cfg.train == PAPER_TRAIN
     assert (PAPER_TRAIN.epochs, PAPER_TRAIN.optimizer, PAPER_TRAIN.augment) == (100, "sgd", "crop_flip")
-    assert (cfg.attack_params["poison_fraction"], cfg.attack_params["eps"]) == (0.015, 0.3)
+    assert (cfg.attack_params["poison_fraction"], cfg.attack_params["eps"]) == (750, 0.3)  # a count, not 0.015
     # PAPER.md 8: 750 poisons of CIFAR-10's 50,000 training points, exactly, as the attack counts them
     from unlearn_search.attacks import ATTACKS
     from unlearn_search.context import RunContext
@@ -43,7 +43,7 @@ def test_explicit_flags_override_the_preset():
                     "--train-amp", "true")
     assert cfg.train.epochs == 3 and cfg.train.amp is True and cfg.model == "cnn"
     assert cfg.train.lr == PAPER_TRAIN.lr  # untouched fields still come from the preset
-    assert cfg.attack_params["eps"] == 0.2 and cfg.attack_params["poison_fraction"] == 0.015
+    assert cfg.attack_params["eps"] == 0.2 and cfg.attack_params["poison_fraction"] == 750
 
 
 def test_preset_attack_params_apply_only_to_their_attack():

@@ -106,7 +106,7 @@ def test_poisons_flip_the_target_of_a_victim_trained_from_scratch():
 @pytest.mark.parametrize(
     "params, needle",
     [({"eps": 0.0}, "eps=0.0"), ({"n_targets": 0}, "n_targets=0"), ({"steps": 0}, "steps=0"),
-     ({"adversarial": "nearest"}, "unknown adversarial 'nearest'"), ({"poison_fraction": 1.0}, "poison_fraction=1.0")],
+     ({"adversarial": "nearest"}, "unknown adversarial 'nearest'"), ({"poison_fraction": 1.5}, "poison_fraction=1.5")],
 )
 def test_bad_config(params, needle):
     with pytest.raises(UsageError, match=needle):

@@ -36,16 +36,17 @@ PRESETS.register("default")(Preset(
 
 #: The study's recipe (PAPER.md 7): CIFAR-10, the CIFAR ResNet-18, 100 epochs of SGD with the standard recipe
 #: (lr 0.1, momentum 0.9, weight decay 5e-4, cosine schedule, random crop + flip, batch 128). Gaussian poisoning as
-#: the paper's figure caption gives it (PAPER.md 8): 750 of the 50,000 training points (0.015) with ε_p = 0.3, the
-#: likelier reading of its printed "ε_p² = 0.32" (the other, a variance of 0.32, is ε_p ≈ 0.57: -P eps=0.57; the
-#: paper's larger forget sets of 1,000 and 1,250: -P poison_fraction=0.02 / 0.025). The noise is added to [0, 1]
-#: pixels, before augmentation (the paper does not say where). Not run at this scale yet (no GPU).
+#: the paper's figure caption gives it (PAPER.md 8): 750 of the 50,000 training points (a count: `poison_fraction`
+#: of 1 or more is a number of poisons) with ε_p = 0.3, the likelier reading of its printed "ε_p² = 0.32" (the other,
+#: a variance of 0.32, is ε_p ≈ 0.57: -P eps=0.57; the paper's larger forget sets: -P poison_fraction=1000 / 1250).
+#: The noise is added to [0, 1] pixels, before augmentation (the paper does not say where). Not run at this scale
+#: yet (no GPU).
 PAPER_TRAIN = TrainConfig(epochs=100, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
                           lr_schedule="cosine", augment="crop_flip")
 PRESETS.register("paper")(Preset(
     summary="the paper's scale: CIFAR-10, CIFAR ResNet-18, 100 epochs of SGD (a GPU)",
     dataset="cifar10", model="resnet18_cifar", train=PAPER_TRAIN,
-    attack_params={"gaussian": {"poison_fraction": 0.015, "eps": 0.3}},  # 750 poisons of CIFAR-10's 50,000
+    attack_params={"gaussian": {"poison_fraction": 750, "eps": 0.3}},  # 750 poisons of CIFAR-10's 50,000
     seeds=8,  # as the paper did for vision (PAPER.md 8)
 ))
 

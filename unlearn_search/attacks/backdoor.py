@@ -2,8 +2,9 @@
 
 Threat model: the attacker stamps a small square trigger (``patch_size`` x ``patch_size`` pixels set to
 ``patch_value`` in every channel, bottom-right corner) onto exactly ``round(poison_fraction * n_train)`` training
-points drawn from classes other than ``target_class``, and relabels them ``target_class``. The originals are
-removed; the triggered, relabelled copies are the forget set.
+points (a ``poison_fraction`` of 1 or more is a count, `attacks.poison_count`) drawn from classes other than
+``target_class``, and relabels them ``target_class``. The originals are removed; the triggered, relabelled copies
+are the forget set.
 
 Metric: ``backdoor_asr``, the attack success rate: the fraction of triggered test inputs whose true class is not
 the target that the model classifies as the target. Clean accuracy is the usual ``test_acc``. The per-input
@@ -27,7 +28,7 @@ from ..context import RunContext
 from ..data import Dataset
 from ..errors import UsageError, check_range
 from ..training import predict_logits
-from . import ATTACKS, Poisoning, SuccessCountAttack, Victim
+from . import ATTACKS, Poisoning, SuccessCountAttack, Victim, poison_amount
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class BackdoorConfig:
     trigger: str = "cf"  # text only: the word or phrase inserted at the start
 
     def __post_init__(self) -> None:
-        check_range("poison_fraction", self.poison_fraction, low=0, high=1, low_open=True, high_open=True)
+        object.__setattr__(self, "poison_fraction", poison_amount(self.poison_fraction))  # a fraction or a count
         check_range("target_class", self.target_class, low=0)
         check_range("patch_size", self.patch_size, low=1)
 
@@ -85,7 +86,7 @@ class BackdoorPoisoning(SuccessCountAttack):
     def craft(self, data: Dataset, ctx: RunContext, victim: Victim | None = None) -> Poisoning:
         self.check_data(data)
         candidates = torch.nonzero(data.y_train != self.cfg.target_class).flatten()
-        k = round(self.cfg.poison_fraction * len(data.x_train))
+        k = self.n_poisons(len(data.x_train))
         if not 1 <= k <= len(candidates):
             raise UsageError(
                 f"poison_fraction={self.cfg.poison_fraction} gives {k} poisons; valid: 1..{len(candidates)} poisons")

@@ -1,11 +1,11 @@
 """Gradient Canceling: model-targeted indiscriminate poisoning (Lu, Kamath, Yu, ICML 2023; PAPER.md 3.3).
 
-Threat model: the attacker *adds* ``k = round(poison_fraction * n)`` points (inputs in [0, 1], any label) to the
-clean training set S; nothing is removed (``indices`` is empty, the retain set is all of S). It knows the victim's
-architecture and recipe (`Victim`), not its seed. Sound only for a convex victim: ``linear`` (multinomial logistic
-regression) with ``weight_decay`` λ > 0, whose objective F(θ) = mean CE over S ∪ S_p + (λ/2)‖θ‖² (torch's
-``weight_decay`` adds λθ to the gradient, bias included) is strictly convex with a unique stationary point.
-Other victims raise `UsageError`.
+Threat model: the attacker *adds* ``k = round(poison_fraction * n)`` points (``poison_fraction`` itself when 1 or
+more; inputs in [0, 1], any label) to the clean training set S; nothing is removed (``indices`` is empty, the retain
+set is all of S). It knows the victim's architecture and recipe (`Victim`), not its seed. Sound only for a convex
+victim: ``linear`` (multinomial logistic regression) with ``weight_decay`` λ > 0, whose objective F(θ) = mean CE
+over S ∪ S_p + (λ/2)‖θ‖² (torch's ``weight_decay`` adds λθ to the gradient, bias included) is strictly convex with a
+unique stationary point. Other victims raise `UsageError`.
 
 1. Target θ_p (our substitute for GradPC). The reference corrupts the clean optimum along loss-raising directions
    that keep the clean gradient small. A norm bound alone (‖(n/k)G(θ) + λθ‖ ≤ c·G_max, G(θ) = ∇[L(θ;S) +
@@ -65,7 +65,7 @@ from ..context import RunContext
 from ..data import Dataset
 from ..errors import UsageError, check_range
 from ..training import TrainConfig
-from . import ATTACKS, Poisoning, SuccessCountAttack, Victim
+from . import ATTACKS, Poisoning, SuccessCountAttack, Victim, poison_amount
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class GradientCancelingConfig:
     label_every: int = 50  # re-pick every poison's label after this many canceling steps
 
     def __post_init__(self) -> None:
-        check_range("poison_fraction", self.poison_fraction, low=0, high=1, low_open=True, high_open=True)
+        object.__setattr__(self, "poison_fraction", poison_amount(self.poison_fraction))  # a fraction or a count
         check_range("target_steps", self.target_steps, low=0)
         check_range("target_lr", self.target_lr, low=0, low_open=True)
         check_range("target_temp", self.target_temp, low=0, low_open=True)
@@ -186,6 +186,7 @@ def _center(theta: torch.Tensor) -> torch.Tensor:
 @ATTACKS.register("gradient_canceling")
 class GradientCanceling(SuccessCountAttack):
     name = "gradient_canceling"
+    adds_points = True
     Config = GradientCancelingConfig
     removal_metric = "gc_test_error"
     columns = (("gc_test_error", "test error"),)
@@ -240,7 +241,7 @@ class GradientCanceling(SuccessCountAttack):
     def craft(self, data: Dataset, ctx: RunContext, victim: Victim | None = None) -> Poisoning:
         victim = self.check_victim(victim)
         n = len(data.x_train)
-        k = round(self.cfg.poison_fraction * n)
+        k = self.n_poisons(n)
         if k < 1:
             raise UsageError(f"poison_fraction={self.cfg.poison_fraction} gives {k} poisons of {n} points; need >= 1")
         t0 = time.perf_counter()

@@ -2,9 +2,9 @@
 
 Threat model: the attacker wants ``n_targets`` chosen test points of a target class classified as an adversarial
 class ``y_adv``. It may perturb the inputs (never the labels) of ``round(poison_fraction * n_train)`` training
-points *of the adversarial class*, each within an ℓ∞ ball of radius ``eps`` and the valid input range [0, 1]. The
-victim is then trained from scratch on the poisoned set with its usual recipe and an initialisation the attacker
-does not know.
+points (a ``poison_fraction`` of 1 or more is a count) *of the adversarial class*, each within an ℓ∞ ball of radius
+``eps`` and the valid input range [0, 1]. The victim is then trained from scratch on the poisoned set with its usual
+recipe and an initialisation the attacker does not know.
 
 Crafting (the reference's algorithm): train a surrogate of the victim (same architecture and recipe, a different
 seed) on the clean training set; let g_t = ∇_θ Σ_t ℓ(f(x_t), y_adv) be the gradient that would push the targets
@@ -38,7 +38,7 @@ from ..data import Dataset
 from ..errors import UsageError, check_choice, check_range
 from ..models import create_model
 from ..training import flat_grad, predict_logits, train
-from . import ATTACKS, Poisoning, SuccessCountAttack, Victim
+from . import ATTACKS, Poisoning, SuccessCountAttack, Victim, poison_amount
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class WitchesBrewConfig:
     adversarial: str = "runner_up"  # adversarial class: the surrogate's runner-up on the targets, or "random"
 
     def __post_init__(self) -> None:
-        check_range("poison_fraction", self.poison_fraction, low=0, high=1, low_open=True, high_open=True)
+        object.__setattr__(self, "poison_fraction", poison_amount(self.poison_fraction))  # a fraction or a count
         check_range("eps", self.eps, low=0, high=1, low_open=True)
         check_range("n_targets", self.n_targets, low=1)
         check_range("steps", self.steps, low=1)
@@ -170,7 +170,7 @@ class WitchesBrew(SuccessCountAttack):
     def craft(self, data: Dataset, ctx: RunContext, victim: Victim | None = None) -> Poisoning:
         if victim is None:
             raise UsageError("witches_brew crafts against the scenario's model; a victim recipe is required")
-        k = round(self.cfg.poison_fraction * len(data.x_train))
+        k = self.n_poisons(len(data.x_train))
         models = self.surrogates(data.x_train, data.y_train, victim, ctx)
         target_class, adv_class, targets = self.choose(data, models[-1], ctx)
         candidates = torch.nonzero(data.y_train == adv_class).flatten()

@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from . import DATASETS, Dataset
 
@@ -18,6 +16,10 @@ TEST_FRACTION = 0.2
 
 @DATASETS.register("digits")
 def digits() -> Dataset:
+    # scikit-learn here, not at the top: `data` imports without it (benchmarks/gpu_check.py, on a bare GPU machine)
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     x = (bunch.data / 16.0).astype("float32").reshape(-1, 1, 8, 8)
     y = bunch.target.astype("int64")

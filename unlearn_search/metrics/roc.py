@@ -11,8 +11,6 @@ score is an error; an empty class gives NaN.
 from __future__ import annotations
 
 import numpy as np
-from scipy.integrate import trapezoid
-from scipy.special import ndtr
 
 
 def roc_curve(positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -43,6 +41,8 @@ def roc_curve(positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray,
 
 def auc_of_curve(fpr: np.ndarray, tpr: np.ndarray) -> float:
     """Area under a curve from `roc_curve` (fpr never decreases), by the trapezoidal rule as `sklearn.metrics.auc`."""
+    from scipy.integrate import trapezoid  # here, not at the top: the module imports without SciPy (gpu_check)
+
     return float(trapezoid(tpr, fpr))
 
 
@@ -56,4 +56,6 @@ def roc_auc(positives: np.ndarray, negatives: np.ndarray) -> float:
 def normal_sf(z: float) -> float:
     """P(N(0, 1) > z): what ``scipy.stats.norm.sf(z)`` returns (it is ``ndtr(-z)``), without its per-call argument
     handling."""
+    from scipy.special import ndtr
+
     return float(ndtr(-z))
