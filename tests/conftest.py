@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from unlearn_search.conformance import N_CLASSES, TINY_SHAPE
+from unlearn_search.conformance import tiny_splits as make_tiny_splits
 from unlearn_search.context import RunContext
 from unlearn_search.methods import Splits
 from unlearn_search.models import ModelSpec, create_model
 from unlearn_search.training import TrainConfig, train
-
-TINY_SHAPE = (1, 8, 8)
-N_CLASSES = 4
 
 
 @pytest.fixture(autouse=True)
@@ -26,16 +25,6 @@ def _restore_torch_threads():  # type: ignore[no-untyped-def]
 @pytest.fixture
 def ctx() -> RunContext:
     return RunContext(seed=0, device=torch.device("cpu"))
-
-
-def make_tiny_splits(n_retain: int = 160, n_forget: int = 24, seed: int = 0) -> Splits:
-    """Random but learnable data: class = argmax of four pixel-block means, plus Gaussian-noised forget points."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand((n_retain + n_forget, *TINY_SHAPE), generator=g)
-    blocks = x.reshape(len(x), 4, 16).mean(dim=2)
-    y = blocks.argmax(dim=1)
-    x_f = x[n_retain:] + 0.5 * torch.randn((n_forget, *TINY_SHAPE), generator=g)
-    return Splits(x_forget=x_f, y_forget=y[n_retain:], x_retain=x[:n_retain], y_retain=y[:n_retain])
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ OTHER_TOOLS = {"--backend-store-uri", "--env-manager", "--experiment-name", "--h
 #: Placeholders the docs use in `-P <name>=...`.
 PARAM_PLACEHOLDERS = {"key"}
 README_LIMIT = 8_000  # characters: about five minutes of reading
-SUBCOMMANDS = ("poison", "unlearn", "tune", "compare")
+SUBCOMMANDS = ("poison", "unlearn", "tune", "compare", "plan")
 
 
 def _text(page: Path) -> str:
@@ -116,8 +116,9 @@ def test_every_parameter_is_documented_with_its_default():
     tables = _tables(_text(DOCS / "entry_points.md"))
     scenario = next(rows for title, rows in tables.items() if title.startswith("Scenario parameters"))
     unlearning = next(rows for title, rows in tables.items() if title.startswith("Unlearning entry points"))
-    sections = {"poison": {}, "tune": tables["tune"], "compare": tables["compare and main"],
-                "main": tables["compare and main"], "analyze": tables["analyze"]}
+    sections = {"poison": {}, "unlearn": unlearning, "tune": tables["tune"], "compare": tables["compare and main"],
+                "main": tables["compare and main"], "analyze": tables["analyze"],
+                "plan": {**tables["compare and main"], **tables["plan"]}}
     for ep, spec in _mlproject().items():
         own = unlearning if ep in METHODS else sections[ep]  # a new kind of entry point needs its section here
         method_fields = set(_method_fields(ep)) if ep in METHODS else set()
@@ -188,8 +189,13 @@ def _cli_flags() -> set[str]:
     return flags
 
 
+def _docs_plugin_options() -> set[str]:
+    """The options of the example plugin of docs/plugins.md (its config's fields): not the tool's, but real."""
+    return set(re.findall(r"^    (\w+): \w+ = ", _text(DOCS / "plugins.md"), flags=re.M))
+
+
 def test_every_flag_the_docs_mention_exists():
-    known = _cli_flags() | OTHER_TOOLS
+    known = _cli_flags() | OTHER_TOOLS | {f"--{o.replace('_', '-')}" for o in _docs_plugin_options()}
     for page in PAGES:
         for flag in set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]+", _text(page))):
             assert flag in known, f"{page.relative_to(ROOT)} mentions {flag}, which no command has"
@@ -218,7 +224,7 @@ def test_every_mlflow_run_parameter_exists_for_its_entry_point():
     """`-P name=...` names a parameter of the entry point the same command runs (`-e <entry point>`), or of some
     entry point where the docs name none."""
     eps = _mlproject()
-    every = set().union(*(spec["parameters"] for spec in eps.values())) | PARAM_PLACEHOLDERS
+    every = set().union(*(spec["parameters"] for spec in eps.values())) | PARAM_PLACEHOLDERS | _docs_plugin_options()
     checked = 0
     for page in PAGES:
         text = _text(page)
@@ -227,8 +233,11 @@ def test_every_mlflow_run_parameter_exists_for_its_entry_point():
         for code in _code(text):
             ep = re.search(r"-e\s+([a-z_]+)", code)
             if ep and ep.group(1) in eps:
+                allowed = set(eps[ep.group(1)]["parameters"])
+                if ep.group(1) == "unlearn":  # passes a method's own options on, a plugin's too
+                    allowed |= _docs_plugin_options()
                 for name in re.findall(r"-P\s+([a-z_]+)=", code):
-                    assert name in eps[ep.group(1)]["parameters"], \
+                    assert name in allowed, \
                         f"{page.relative_to(ROOT)}: `{code}`: entry point {ep.group(1)} has no parameter {name}"
                     checked += 1
     assert checked >= 3, "no `mlflow run -e ... -P ...` found in the docs: the pattern is stale"
@@ -257,6 +266,8 @@ def test_the_methods_table_has_every_method_with_its_defaults():
     doc = _text(DOCS / "methods.md")
     for name in METHODS.names():
         m = METHODS.get(name)
+        if not m.builtin:
+            continue  # an installed plugin documents itself
         row = (f"| `{name}` | {m.summary.strip().splitlines()[0]} | "
                + ", ".join(f"{f.name}={f.default}" for f in fields(m.Config)) + " |")
         assert row in doc, f"docs/methods.md: the row of {name} is not {row}"

@@ -21,9 +21,12 @@ def test_mlproject_is_rendered_from_the_cli_and_registries():
 
 
 def test_entry_points_are_the_registered_methods_plus_main_and_poison():
+    """One per built-in method (an installed plugin does not change the file: it runs through `unlearn`)."""
     from unlearn_search.methods import METHODS
 
-    assert set(_mlproject()["entry_points"]) == {"main", "compare", "poison", "tune", "analyze", *METHODS.names()}
+    builtin = [n for n in METHODS.names() if METHODS.get(n).builtin]
+    assert set(_mlproject()["entry_points"]) == {"main", "compare", "poison", "tune", "analyze", "plan", "unlearn",
+                                                 *builtin}
 
 
 def test_method_entry_points_carry_every_config_field_with_its_default():
@@ -33,7 +36,7 @@ def test_method_entry_points_carry_every_config_field_with_its_default():
     from unlearn_search.methods import METHODS
 
     eps = _mlproject()["entry_points"]
-    for name in METHODS.names():
+    for name in (n for n in METHODS.names() if METHODS.get(n).builtin):
         params = eps[name]["parameters"]
         assert f"--method {name} " in eps[name]["command"]
         for f in fields(METHODS.get(name).Config):

@@ -213,7 +213,7 @@ def test_infeasible_trial_is_never_best():
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["--method", "nope"], "argument --method: invalid choice: 'nope'"),
+        (["--method", "nope"], "argument --method: unknown method 'nope'; valid: bad_teacher, cf_k"),
         (["--method", "gd", "--n-trials", "0"], "n_trials=0 is out of range; valid: [1, inf)"),
         (["--method", "gd", "--budget-max", "0"], "budget_max=0.0 is out of range; valid: (0, 1]"),
         (["--method", "gd", "--budget-max", "1.5"], "budget_max=1.5 is out of range; valid: (0, 1]"),

@@ -46,7 +46,7 @@ def test_unlearn_on_a_fresh_store_builds_the_scenario_logs_and_registers(mlflow_
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["--method", "magic"], "argument --method: invalid choice: 'magic'"),
+        (["--method", "magic"], "argument --method: unknown method 'magic'; valid: bad_teacher, cf_k"),
         (["--method", "gd", "--lr", "-0.1"], "lr=-0.1 is out of range; valid: (0, inf)"),
         (["--method", "gd", "--budget", "0"], "budget=0.0 is out of range; valid: (0, 1]"),
         (["--method", "gd", "--budget", "1.5"], "budget=1.5 is out of range; valid: (0, 1]"),

@@ -174,7 +174,7 @@ def ulira_rows(refs: Any, cfg: ScenarioConfig, methods: list[str], shadows: anal
     sc, poisoned = refs.scenario, refs.models["poisoned"]
     out = {}
     for name in methods:
-        found = tracking.find_versions(tracking.unlearned_role(name), {"scenario_hash": cfg.hash})
+        found = newest_told_every_poison(name, cfg)
         if not found:
             continue
         try:
@@ -195,11 +195,18 @@ def fits_artifact(scenario_hash: str, n_shadows: int) -> str:
     return f"lira/{scenario_hash}_{n_shadows}_shadows.npz"
 
 
+def newest_told_every_poison(method: str, cfg: ScenarioConfig) -> list[Any]:
+    """The method's registered versions for ``cfg``'s scenario, newest first, without those of partial discovery
+    (tag ``discovered_fraction``): the analyses are of the paper's setting, every poison told."""
+    found = tracking.find_versions(tracking.unlearned_role(method), {"scenario_hash": cfg.hash})
+    return [v for v in found if "discovered_fraction" not in v.tags]
+
+
 def best_models(cfg: ScenarioConfig, methods: list[str], ctx: RunContext) -> dict[str, nn.Module]:
     """The newest registered unlearned model of each method for ``cfg``'s scenario (methods without one left out)."""
     out = {}
     for m in methods:
-        found = tracking.find_versions(tracking.unlearned_role(m), {"scenario_hash": cfg.hash})
+        found = newest_told_every_poison(m, cfg)
         if found:
             spec, state = tracking.load_weights(str(found[0].run_id))
             out[m] = load_model(spec, state).to(ctx.device).eval()

@@ -48,7 +48,8 @@ def _add_scenario_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--attack", default="gaussian",
                    help=f"poisoning attack: {', '.join(ATTACKS.names())} (default: gaussian)")
     s.add_argument("--poison-fraction", type=_optional_float, default="default",
-                   help=f"fraction of training points poisoned (default: the attack's; gaussian {g.poison_fraction})")
+                   help="fraction of the training points poisoned, in (0, 1), or 1 and above a whole number of poisons "
+                        f"(750: exactly 750) (default: the attack's; gaussian {g.poison_fraction})")
     s.add_argument("--eps", type=_optional_float, default="default",
                    help=f"perturbation size, e.g. Gaussian noise std on [0,1] inputs (default: the attack's; {g.eps})")
     s.add_argument("--attack-params", type=_key_values, default="none",
@@ -100,7 +101,9 @@ def _prepare(a: argparse.Namespace) -> tuple[Any, Any, Any]:
     ctx = RunContext(seed=cfg.seed, device=select_device(a.device))
     # the data too: a malformed file or an attack parameter the data cannot take fails here, before any run exists
     data = load_dataset(cfg.dataset, cfg.model, cfg.train.max_length)
-    cfg.make_attack().check_data(data)
+    attack = cfg.make_attack()
+    attack.check_data(data)
+    attack.n_poisons(len(data.x_train))  # a count of poisons larger than the training set fails here
     return cfg, ctx, data
 
 
@@ -126,13 +129,14 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
     from . import report, tracking
     from .methods import METHODS, Budget
     from .store import ensure_references
-    from .unlearning import unlearn
+    from .unlearning import Discovery, check_discovered_fraction, unlearn
 
     method = METHODS.get(a.method)
     cfg_params = {name: getattr(a, f"m_{name}") for name in method_params(method)}
     mcfg = method.config(**cfg_params)
     Budget(a.budget, 1.0)  # validates the fraction up front
     _check_tolerance(a.utility_tolerance)
+    check_discovered_fraction(a.discovered_fraction)
     cfg, ctx, data = _prepare(a)
     from .models import ModelSpec, create_model
 
@@ -141,19 +145,25 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
     tags = {"entry_point": "unlearn", "method": method.name, "scenario_hash": cfg.hash}
     with tracking.run(f"{method.name}-{cfg.hash[:8]}", tags=tags):
         tracking.log_params({**cfg.to_flat(), "method": method.name, "budget": a.budget,
-                             "utility_tolerance": a.utility_tolerance,
+                             "utility_tolerance": a.utility_tolerance, "discovered_fraction": a.discovered_fraction,
                              **{f"method.{k}": v for k, v in cfg_params.items()}})
         tracking.set_tags({"device": str(ctx.device)})
         refs = ensure_references(cfg, ctx)
         retrain_scores = refs.scenario.attack.scores(refs.models["retrain"], refs.scenario.data,
                                                      refs.scenario.poisoning, ctx)
+        discovery = None
+        if a.discovered_fraction < 1:
+            poisoned_scores = refs.scenario.attack.scores(refs.models["poisoned"], refs.scenario.data,
+                                                          refs.scenario.poisoning, ctx)
+            discovery = Discovery.of(refs.scenario, a.discovered_fraction, poisoned_scores, retrain_scores, ctx)
 
         def on_epoch(epoch: int, model: Any, values: dict[str, float]) -> None:
             log.info("  %s epoch %d: %s", method.name, epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
             tracking.log_metrics(values, prefix="epoch.", step=epoch)
 
         out = unlearn(method, mcfg, a.budget, refs.scenario, refs.models["poisoned"], refs.metrics,
-                      retrain_scores, ctx, on_epoch=on_epoch, utility_tolerance=a.utility_tolerance)
+                      retrain_scores, ctx, on_epoch=on_epoch, utility_tolerance=a.utility_tolerance,
+                      discovery=discovery)
         tracking.log_metrics(out.metrics)
         for role in ("poisoned", "retrain"):
             tracking.log_metrics(refs.metrics[role], prefix=f"{role}.")
@@ -162,6 +172,7 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
         if a.register:
             hparams = {**cfg_params, "budget": a.budget}
             lineage = {"scenario_hash": cfg.hash, "method": method.name, **tracking.reference_tags(refs.versions),
+                       **({"discovered_fraction": f"{a.discovered_fraction:g}"} if discovery else {}),
                        **{f"param.{k}": str(v) for k, v in hparams.items()}}
             description = report.describe_unlearned(
                 method.name, out.metrics, refs.metrics, refs.versions, refs.scenario.attack.removal_metric,
@@ -193,7 +204,8 @@ def cmd_tune(a: argparse.Namespace) -> int:
     seed = a.seed if a.sampler_seed < 0 else a.sampler_seed
     check_range("sampler_seed", seed, low=0, high=SEED_MAX)
     tc = TuneConfig(method=a.method, n_trials=a.n_trials, timeout=a.timeout, budget_max=a.budget_max, seed=seed,
-                    storage=a.storage, study_name=a.study_name, utility_tolerance=a.utility_tolerance, mode=a.mode)
+                    storage=a.storage, study_name=a.study_name, utility_tolerance=a.utility_tolerance, mode=a.mode,
+                    discovered_fraction=a.discovered_fraction)
     cfg, ctx, _ = _prepare(a)
     _warn_literal_secret(tc.storage)
     connect_storage(tc.storage)  # before any MLflow run exists, so a bad URL creates nothing
@@ -202,12 +214,16 @@ def cmd_tune(a: argparse.Namespace) -> int:
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
-    from .compare import parse_attacks, parse_levels, parse_methods, run_compare_attacks
+    from .compare import parse_attacks, parse_fractions, parse_levels, parse_methods, run_compare_attacks
     from .errors import check_range
     from .search import TuneConfig, connect_storage
 
     methods = parse_methods(a.methods)
     attacks = parse_attacks(a.attacks, a.attack)
+    fractions = parse_fractions(a.discovered_fraction)
+    if len(fractions) > 1 and len(attacks) > 1:
+        raise UsageError(f"discovered_fraction={a.discovered_fraction} sweeps one attack; with attacks={a.attacks} "
+                         "give one fraction (or sweep each attack in its own compare)")
     if len(attacks) > 1 and a.attack_params:
         raise UsageError(f"attack_params={a.attack_params} applies to one attack; with attacks={a.attacks} each "
                          "attack takes its defaults (poison_fraction and eps, when given, apply to all)")
@@ -217,7 +233,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
     check_shadows("lira_shadows", a.lira_shadows, off_allowed=True)
     template = TuneConfig(method=methods[0], n_trials=a.n_trials, budget_max=a.budget_max, storage=a.storage,
-                          utility_tolerance=a.utility_tolerance)
+                          utility_tolerance=a.utility_tolerance, discovered_fraction=fractions[0])
     from .presets import PRESETS
 
     seeds = _given(a.seeds, PRESETS.get(a.preset).seeds)
@@ -227,9 +243,61 @@ def cmd_compare(a: argparse.Namespace) -> int:
     bases, ctx = [cfg for cfg, _, _ in prepared], prepared[0][1]
     _warn_literal_secret(template.storage)
     connect_storage(template.storage)
+    if len(fractions) > 1:
+        from .compare import run_compare_discovery
+
+        run_compare_discovery(methods, bases[0], seeds, levels, template, ctx, a.experiment, fractions,
+                              wait_s=a.wait_for_workers, lira_shadows=a.lira_shadows)
+        return 0
     run_compare_attacks(methods, bases, seeds, levels, template, ctx, a.experiment, wait_s=a.wait_for_workers,
                         lira_shadows=a.lira_shadows, hypotheses=a.hypotheses)
     return 0
+
+
+def cmd_plan(a: argparse.Namespace) -> int:
+    from .analysis import check_shadows
+    from .compare import parse_attacks, parse_fractions, parse_methods
+    from .context import select_device
+    from .errors import check_range
+    from .plan import make_plan, measure_throughput, render
+    from .presets import PRESETS
+
+    methods = parse_methods(a.methods)
+    attacks = parse_attacks(a.attacks, a.attack)
+    check_range("n_trials", a.n_trials, low=1)
+    check_range("budget_max", a.budget_max, low=0, high=1, low_open=True)
+    check_shadows("lira_shadows", a.lira_shadows, off_allowed=True)
+    check_range("examples_per_second", a.examples_per_second, low=0)
+    seeds = _given(a.seeds, PRESETS.get(a.preset).seeds)
+    check_range("seeds", seeds, low=1)
+    fractions = parse_fractions(a.discovered_fraction)
+    bases = [scenario_from_args(argparse.Namespace(**{**vars(a), "attack": attack})) for attack in attacks]
+    plan = make_plan(bases, seeds, methods, a.n_trials, a.budget_max, a.lira_shadows, a.hypotheses,
+                     studies_per_method=len(fractions))
+    unit = "GPU"
+    if a.examples_per_second > 0:
+        per_s, source = a.examples_per_second, "given"
+    else:
+        device = select_device(a.device)
+        cfg = bases[0]
+        per_s = measure_throughput(cfg, plan.scenarios[0].sizes, device)
+        where = torch_device_name(device)
+        precision = "bf16 autocast" if cfg.train.amp and device.type == "cuda" else "fp32"
+        source = (f"measured here: {cfg.model} training, batch {cfg.train.batch_size}, {precision}, on {where}; "
+                  "give the GPU's own figure with --examples-per-second")
+        unit = "GPU" if device.type == "cuda" else "CPU"
+    print(render(plan, per_s, source, label=f" (preset {a.preset})", unit=unit))
+    return 0
+
+
+def torch_device_name(device: Any) -> str:
+    """``cuda:0 (NVIDIA H100 80GB HBM3)`` or ``cpu (N threads)``: what a measured speed was measured on."""
+    import torch
+
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    n = torch.get_num_threads()
+    return f"{device} ({n} thread{'' if n == 1 else 's'})"
 
 
 def cmd_analyze(a: argparse.Namespace) -> int:
@@ -367,6 +435,17 @@ def format_default(value: Any) -> str:
     return str(value)
 
 
+def _method_name(name: str) -> str:
+    """A registered method's name (built-in or plugin); else the one-line error listing both kinds."""
+    from .methods import METHODS
+
+    try:
+        METHODS.get(name)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return name
+
+
 def _method_from_argv(argv: Sequence[str]) -> str | None:
     for i, tok in enumerate(argv):
         if tok == "--method" and i + 1 < len(argv):
@@ -374,6 +453,15 @@ def _method_from_argv(argv: Sequence[str]) -> str | None:
         if tok.startswith("--method="):
             return tok.split("=", 1)[1]
     return None
+
+
+#: The options of `compare` that `plan` takes too: those that change how much `compare` runs.
+PLAN_OPTIONS = ("methods", "attacks", "n_trials", "seeds", "budget_max", "lira_shadows", "hypotheses",
+                "discovered_fraction")
+
+
+DISCOVERED_HELP = ("partial discovery: the fraction of the poisons the method is told, in (0, 1] (a seeded subset; the "
+                   "rest stay in its retain set; removal is measured over all poisons and over each part)")
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
@@ -388,23 +476,28 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     poison.set_defaults(func=cmd_poison)
 
     un = sub.add_parser("unlearn", help="run one unlearning method on a scenario and judge it against retraining")
-    un.add_argument("--method", required=True, choices=METHODS.names(), help="unlearning method")
+    un.add_argument("--method", required=True, type=_method_name, help="unlearning method (built-in or plugin)")
     un.add_argument("--budget", type=float, default=0.1, help="compute budget, fraction of retraining (0, 1]")
     un.add_argument("--utility-tolerance", type=float, default=0.02,
                     help="largest test-accuracy drop from the poisoned model that still counts as utility kept")
     un.add_argument("--register", type=_parse_bool, default=True, help="register the unlearned model (true/false)")
+    un.add_argument("--discovered-fraction", type=float, default=1.0, help=DISCOVERED_HELP)
     _add_scenario_args(un)
     name = _method_from_argv(argv)
     if name is not None and name in METHODS:
         un.set_defaults(budget=METHODS.get(name).default_budget)
         g = un.add_argument_group(f"{name} parameters")
         for field_name, (typ, default) in method_params(METHODS.get(name)).items():
-            g.add_argument(f"--{field_name.replace('_', '-')}", dest=f"m_{field_name}", type=typ, default=default,
+            flags = [f"--{field_name.replace('_', '-')}"]
+            if "_" in field_name:  # as `mlflow run -e unlearn -P batch_size=32` passes it on: --batch_size 32
+                flags.append(f"--{field_name}")
+            g.add_argument(*flags, dest=f"m_{field_name}", type=typ, default=default,
                            help=f"default: {format_default(default)}")
     un.set_defaults(func=cmd_unlearn)
 
     tu = sub.add_parser("tune", help="Optuna search of a method's hyperparameters and budget for best-case removal")
-    tu.add_argument("--method", required=True, choices=METHODS.names(), help="unlearning method to tune")
+    tu.add_argument("--method", required=True, type=_method_name,
+                    help="unlearning method to tune (built-in or plugin)")
     tu.add_argument("--n-trials", type=int, default=20, help="trials to add to the study in this run")
     tu.add_argument("--timeout", type=float, default=0.0, help="stop adding trials after this many seconds (0: none)")
     tu.add_argument("--budget-max", type=float, default=0.1,
@@ -414,6 +507,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                     "such as postgresql://user:${PGPASSWORD}@host/db (many machines), or an Optuna gRPC storage proxy "
                     "grpc://host:port (more workers than a database serves); $VARS come from the environment")
     tu.add_argument("--study-name", default="", help="default: <method>-<scenario hash>")
+    tu.add_argument("--discovered-fraction", type=float, default=1.0, help=DISCOVERED_HELP)
     tu.add_argument("--sampler-seed", type=int, default=-1,
                     help="seed of Optuna's sampler (-1: use --seed); every worker of a study uses the study's seed "
                          "(each trial's draws are seeded from it and the trial number, so workers never repeat "
@@ -425,7 +519,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     tu.set_defaults(func=cmd_tune)
 
     co = sub.add_parser("compare", help="every method tuned at its best, against no unlearning and retraining")
-    co.add_argument("--methods", default="all", help="all (the paper's eight) or a comma-separated list")
+    co.add_argument("--methods", default="paper",
+                    help="paper (the paper's eight), all (every method, plugins included) or a comma-separated list")
     co.add_argument("--attacks", default="same",
                     help="compare under several attacks side by side: all or a comma-separated list "
                          "(default: same, i.e. just --attack)")
@@ -449,12 +544,26 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                     help="also score every row with LiRA, a strong membership inference attack, with this many shadow "
                          "models per seed (an even number; each a training about as large as the poisoned model's; "
                          "trained once per scenario and reused; default 0: off)")
+    co.add_argument("--discovered-fraction", default="1",
+                    help="partial discovery: the fraction of the poisons each method is told, in (0, 1], or a "
+                         "comma-separated sweep (0.1,0.5,1: one comparison each, then removal against the fraction)")
     co.add_argument("--hypotheses", type=_parse_bool, default=False,
                     help="also test the paper's two hypotheses on every seed (H1 model shift, H2 clean-gradient "
                          "subspace; one more training per seed, the clean control) and say what they found in the "
                          "headline (true/false; default false)")
     _add_scenario_args(co)
     co.set_defaults(func=cmd_compare)
+
+    pl = sub.add_parser("plan", help="what a compare with these options will run (trainings, trials, example-passes) "
+                                     "and about how much GPU time it takes; runs nothing")
+    for action in co._actions:  # compare's own options that change its work, exactly as compare takes them
+        if action.dest in PLAN_OPTIONS:
+            pl._add_action(action)
+    pl.add_argument("--examples-per-second", type=float, default=0.0,
+                    help="training examples per second (forward + backward + step) of the GPU to plan for "
+                         "(default 0: measured here, on a few batches of the scenario's model, shape and recipe)")
+    _add_scenario_args(pl)
+    pl.set_defaults(func=cmd_plan)
 
     an = sub.add_parser("analyze", help="why unlearning fails here (H1 model shift, H2 gradient subspace) and what a "
                                         "strong membership inference attack (LiRA) sees, per registered method")

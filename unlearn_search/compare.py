@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import math
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -35,13 +36,23 @@ DEFAULT_LEVELS = (0.02, 0.04, 0.06, 0.08, 0.10)
 
 
 def parse_methods(text: str) -> list[str]:
-    names = [m.strip() for m in text.split(",") if m.strip()] if text and text != "all" else list(PAPER_METHODS)
+    """``paper`` (or empty): the paper's eight; ``all``: every registered method, plugins included, except the
+    reference rows; else a comma-separated list."""
+    every = [m for m in METHODS.names() if m not in ("none", "retrain")]
+    valid = f"paper, all or a comma-separated list of {', '.join(every)}"
+    if not text or text == "paper":
+        names = list(PAPER_METHODS)
+    elif text == "all":
+        names = every
+    else:
+        names = [m.strip() for m in text.split(",") if m.strip()]
     for n in names:
         if n in ("none", "retrain"):
-            raise UsageError(f"method {n!r} is a reference row of every comparison; valid: {', '.join(PAPER_METHODS)}")
-        METHODS.get(n)
+            raise UsageError(f"method {n!r} is a reference row of every comparison; valid: {valid}")
+        if n not in METHODS:
+            raise UsageError(f"unknown method {n!r}; valid: {valid}")
     if not names:
-        raise UsageError(f"no method given; valid: all or a comma-separated list of {', '.join(PAPER_METHODS)}")
+        raise UsageError(f"no method given; valid: {valid}")
     return names
 
 
@@ -91,12 +102,16 @@ def run_compare(
     if not nested:
         tracking.configure(experiment)
     tags = {"entry_point": "compare", tracking.KIND: "compare", "scenario_hash": base.hash, "attack": base.attack}
-    with tracking.run(f"compare {base.attack}", tags=tags, nested=nested):
+    told = tune_template.discovered_fraction
+    if told < 1:
+        tags["discovered_fraction"] = f"{told:g}"
+    with tracking.run(f"compare {base.attack}" + (f", discovered {told:g}" if told < 1 else ""), tags=tags,
+                      nested=nested):
         tracking.log_params({**base.to_flat(), "methods": ",".join(methods), "seeds": seeds,
                              "budget_levels": ",".join(f"{x:g}" for x in levels), "n_trials": tune_template.n_trials,
                              "budget_max": tune_template.budget_max,
                              "utility_tolerance": tune_template.utility_tolerance, "lira_shadows": lira_shadows,
-                             "hypotheses": hypotheses})
+                             "hypotheses": hypotheses, "discovered_fraction": told})
         found: list[tuple[dict[str, float], dict[str, float]]] = []
         per_seed: list[dict[str, dict[str, float] | None]] = []
         curves: dict[str, list[list[float]]] = {m: [] for m in methods}
@@ -200,6 +215,101 @@ def _row_runs(table: list[report.Row], base: ScenarioConfig, name_suffix: str = 
         tracking.log_finished_run(row.name + name_suffix, tags,
                                   {k: v for k, v in {**row.mean, **extra}.items() if math.isfinite(v)},
                                   link_tag="compare_run")
+
+
+def parse_fractions(text: str) -> list[float]:
+    """``discovered_fraction`` of `compare`: one value, or a comma-separated sweep (e.g. 0.1,0.5,1)."""
+    from .unlearning import check_discovered_fraction
+
+    try:
+        values = sorted({float(x) for x in str(text).split(",") if x.strip()})
+    except ValueError:
+        raise UsageError(f"discovered_fraction={text!r} is not a list of numbers; valid: values in (0, 1], e.g. "
+                         "0.1,0.5,1") from None
+    if not values:
+        raise UsageError(f"discovered_fraction={text!r} is empty; valid: values in (0, 1], e.g. 1 or 0.1,0.5,1")
+    for v in values:
+        check_discovered_fraction(v)
+    return values
+
+
+def run_compare_discovery(
+    methods: list[str],
+    base: ScenarioConfig,
+    seeds: int,
+    levels: list[float],
+    tune_template: TuneConfig,
+    ctx: RunContext,
+    experiment: str | None,
+    fractions: list[float],
+    wait_s: float = 0.0,
+    lira_shadows: int = 0,
+) -> dict[str, Any]:
+    """Partial discovery swept: `run_compare` at each discovered fraction as nested runs (each method's study per
+    fraction is its own), then removal against the fraction per method, over all poisons and over the discovered
+    and the undiscovered ones apart (a table and figures)."""
+    if len(fractions) == 1:
+        return run_compare(methods, base, seeds, levels,
+                           dataclasses.replace(tune_template, discovered_fraction=fractions[0]), ctx, experiment,
+                           wait_s=wait_s, lira_shadows=lira_shadows)
+    tracking.configure(experiment)
+    tags = {"entry_point": "compare_discovery", tracking.KIND: "compare_discovery", "scenario_hash": base.hash,
+            "attack": base.attack}
+    with tracking.run(f"compare {base.attack}, discovered {','.join(f'{f:g}' for f in fractions)}", tags=tags):
+        tracking.log_params({**base.to_flat(), "methods": ",".join(methods), "seeds": seeds,
+                             "n_trials": tune_template.n_trials, "budget_max": tune_template.budget_max,
+                             "discovered_fraction": ",".join(f"{f:g}" for f in fractions)})
+        tables = {}
+        for f in fractions:
+            log.info("discovered fraction %g", f)
+            tables[f] = run_compare(methods, base, seeds, levels,
+                                    dataclasses.replace(tune_template, discovered_fraction=f), ctx, experiment,
+                                    nested=True, wait_s=wait_s, lira_shadows=lira_shadows)["table"]
+        md = discovery_table(tables, methods)
+        tracking.log_text(md, "comparison_discovery.md")
+        for part, what in (("", "all poisons"), ("_discovered", "the discovered poisons"),
+                           ("_undiscovered", "the undiscovered poisons")):
+            curves: dict[str, tuple[Sequence[float], Sequence[float]]] = {
+                m: ([_mean(tables[f], m, _part_key(f, part)) for f in fractions],
+                    [_std(tables[f], m, _part_key(f, part)) for f in fractions]) for m in methods}
+            tracking.log_figures(f"removal_by_discovery{part}", plots.removal_by_budget(
+                fractions, curves, f"Best poison removal over {what}, against the fraction discovered",
+                xlabel="poisons the method is told (% of all poisons)", retrain_label="retrain"))
+        tracking.set_description(f"Partial discovery on `{base.attack}`, {seeds} seed(s): best removal per method "
+                                 f"(mean over seeds) against the fraction of the poisons it is told.\n\n{md}")
+        tracking.log_dashboard(f"compare {base.attack}: partial discovery")
+        url = tracking.run_url()
+    print(f"partial discovery:\n{md}\nresults: {url}{tracking.serve_hint()}")
+    return {"tables": tables, "markdown": md}
+
+
+def discovery_table(tables: dict[float, list[report.Row]], methods: list[str]) -> str:
+    """Per method and discovered fraction: mean removal over all poisons, the discovered and the undiscovered ones
+    (at fraction 1 the discovered ones are all of them), and test accuracy."""
+    def cell(table: list[report.Row], m: str, key: str) -> str:
+        v = _mean(table, m, key)
+        return f"{v:.3f}" if math.isfinite(v) else "-"
+
+    out = ("| method | discovered | removal (all poisons) | removal (discovered) | removal (undiscovered) | "
+           "test acc |\n|---|---|---|---|---|---|\n")
+    for m in methods:
+        for f, t in tables.items():
+            disc = cell(t, m, "removal_discovered" if f < 1 else "removal")
+            undisc = cell(t, m, "removal_undiscovered") if f < 1 else "-"
+            out += f"| {m} | {f:g} | {cell(t, m, 'removal')} | {disc} | {undisc} | {cell(t, m, 'test_acc')} |\n"
+    return out
+
+
+def _part_key(fraction: float, part: str) -> str:
+    """The row metric of removal over a part of the poisons: at fraction 1 every poison is discovered (``removal``)
+    and none undiscovered (a key no row has: NaN)."""
+    if fraction < 1 or not part:
+        return f"removal{part}"
+    return "removal" if part == "_discovered" else "removal_undiscovered"
+
+
+def _std(table: list[report.Row], name: str, key: str) -> float:
+    return next((r.std.get(key, float("nan")) for r in table if r.name == name), float("nan"))
 
 
 def run_compare_attacks(

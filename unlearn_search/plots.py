@@ -112,7 +112,8 @@ def importances(names: Sequence[str], values: Sequence[float], title: str) -> tu
 
 
 def removal_by_budget(
-    levels: Sequence[float], curves: dict[str, tuple[Sequence[float], Sequence[float]]], title: str
+    levels: Sequence[float], curves: dict[str, tuple[Sequence[float], Sequence[float]]], title: str,
+    xlabel: str = "compute budget (% of retraining)", retrain_label: str = "retrain (budget 100%)",
 ) -> tuple[Figure, go.Figure]:
     """The study's central figure: best removal found within each budget level, one line per method.
 
@@ -128,16 +129,16 @@ def removal_by_budget(
             ax.fill_between(x, m - np.nan_to_num(s), m + np.nan_to_num(s), alpha=0.15)
         pf.add_scatter(x=x, y=m, mode="lines+markers", name=name,
                        error_y={"type": "data", "array": np.nan_to_num(s), "visible": bool(np.isfinite(s).any())})
-    ax.axhline(1.0, color="black", ls="--", lw=1, label="retrain (budget 100%)")
+    ax.axhline(1.0, color="black", ls="--", lw=1, label=retrain_label)
     ax.axhline(0.0, color="gray", ls=":", lw=1, label="no unlearning")
-    ax.set_xlabel("compute budget (% of retraining)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("best poison removal found")
     ax.set_title(title)
     _legend_beside(ax)
     fig.tight_layout()
     pf.add_hline(y=1.0, line_dash="dash", annotation_text="retrain")
     pf.add_hline(y=0.0, line_dash="dot", annotation_text="no unlearning")
-    pf.update_layout(title=title, xaxis_title="compute budget (% of retraining)", yaxis_title="best poison removal")
+    pf.update_layout(title=title, xaxis_title=xlabel, yaxis_title="best poison removal")
     return fig, pf
 
 

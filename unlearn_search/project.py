@@ -88,8 +88,15 @@ def render(docker_image: str | None = None) -> str:
                           "tune", ["tune"], required="method"))
     entries.append(_entry("analyze", "Why unlearning fails here (H1 model shift, H2 gradient subspace) and LiRA, per "
                           "registered method.", "analyze", ["analyze"]))
-    for name in METHODS.names():
+    entries.append(_entry("plan", "What a compare with these parameters will run (trainings, trials, example-passes) "
+                          "and about how much GPU time; runs nothing.", "plan", ["plan"]))
+    entries.append(_entry("unlearn", "Any method by name, plugins included (-P method=<name>; the method's own options "
+                          "as further -P name=value, which MLflow passes on as --name value).", "unlearn",
+                          ["unlearn"], required="method"))
+    for name in METHODS.names():  # the built-in ones: an installed plugin must not change this file
         method = METHODS.get(name)
+        if not method.builtin:
+            continue
         entries.append(_entry(name, f"Unlearning: {method.summary}", "unlearn", ["unlearn", "--method", name],
                               fixed=f" --method {name}"))
     return (HEADER if docker_image is None else docker_header(docker_image)) + "\n\n".join(entries) + "\n"

@@ -37,7 +37,11 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise UsageError(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}") from None
+            raise UsageError(f"unknown {self.kind} {name!r}; valid: {self.valid()}") from None
+
+    def valid(self) -> str:
+        """The valid names, as an error message lists them."""
+        return ", ".join(self.names())
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -32,7 +32,7 @@ from .errors import UsageError, check_choice, check_range
 from .methods import METHODS, Method
 from .models import max_k
 from .scenario import Scenario
-from .unlearning import Diverged, unlearn
+from .unlearning import Discovery, Diverged, check_discovered_fraction, unlearn
 from .workers import worker_id
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,11 @@ class TuneConfig:
     study_name: str = ""  # "" = derived from method, mode and scenario
     utility_tolerance: float = 0.02
     mode: str = "single"
+    discovered_fraction: float = 1.0  # partial discovery: the fraction of the poisons the method is told
 
     def __post_init__(self) -> None:
         METHODS.get(self.method)
+        check_discovered_fraction(self.discovered_fraction)
         check_range("n_trials", self.n_trials, low=1)
         check_range("timeout", self.timeout, low=0)
         check_range("budget_max", self.budget_max, low=0, high=1, low_open=True)
@@ -70,6 +72,8 @@ class TuneConfig:
 
     def name_for(self, scenario_hash: str) -> str:
         suffix = "" if self.mode == "single" else f"-{self.mode}"
+        if self.discovered_fraction < 1:  # another objective: its own study (1.0 keeps the names studies had)
+            suffix += f"-discovered{self.discovered_fraction:g}"
         return self.study_name or f"{self.method}{suffix}-{scenario_hash[:12]}"
 
 
@@ -373,6 +377,7 @@ def make_objective(
     retrain_scores: np.ndarray,
     ctx: RunContext,
     reporter: TrialReporter,
+    discovery: Discovery | None = None,
 ) -> Callable[[optuna.Trial], Any]:
     attack = scenario.attack
     key = attack.removal_metric
@@ -409,7 +414,7 @@ def make_objective(
 
         try:
             out = unlearn(method, cfg, budget, scenario, poisoned, reference_metrics, retrain_scores, ctx,
-                          on_epoch=on_epoch, utility_tolerance=tc.utility_tolerance)
+                          on_epoch=on_epoch, utility_tolerance=tc.utility_tolerance, discovery=discovery)
             metrics = out.metrics
             # The method's own compute and all evaluation (final + per-epoch), timed apart (overhead benchmark).
             metrics["method_time_s"] = metrics["wall_time_s"] - callback_time[0]

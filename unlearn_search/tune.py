@@ -32,7 +32,7 @@ from .search import (
     split_params,
 )
 from .store import References, ensure_references
-from .unlearning import unlearn
+from .unlearning import Discovery, unlearn
 from .workers import is_dead, worker_id
 
 log = logging.getLogger(__name__)
@@ -111,11 +111,13 @@ def run_tune(
     with tracking.run(f"{tc.method} / seed {cfg.seed}" if nested else tc.method, tags=tags, nested=nested):
         tracking.log_params({**cfg.to_flat(), "method": tc.method, "n_trials": tc.n_trials, "timeout": tc.timeout,
                              "budget_max": tc.budget_max, "sampler.seed": tc.seed, "mode": tc.mode,
-                             "utility_tolerance": tc.utility_tolerance})
+                             "utility_tolerance": tc.utility_tolerance,
+                             "discovered_fraction": tc.discovered_fraction})
         tracking.set_tags({"storage": tracking.redact_uri(tc.storage)})
         refs = ensure_references(cfg, ctx)
         sc = refs.scenario
         retrain_scores = sc.attack.scores(refs.models["retrain"], sc.data, sc.poisoning, ctx)
+        discovery = discovery_of(tc, refs, retrain_scores, ctx)
         for role in ("poisoned", "retrain"):
             tracking.log_metrics(refs.metrics[role], prefix=f"{role}.")
         # trials that ran to an outcome; a failed trial (a crash, a killed or interrupted worker) is run again
@@ -135,7 +137,7 @@ def run_tune(
             reconcile(study, writer, tc.method)
         reporter = MlflowTrialReporter(tc.method, study_name, n_run, writer)
         objective = make_objective(tc, method, sc, refs.models["poisoned"], refs.metrics, retrain_scores, ctx,
-                                   reporter)
+                                   reporter, discovery)
         log.info("study %s: %d trials so far; running %d more (storage %s)", study_name, len(finished), n_run,
                  tracking.redact_uri(tc.storage))
         try:
@@ -149,7 +151,7 @@ def run_tune(
             writer.close()
         # A topped-up study that needed no new trial is reused as it is: no new plots, no new model version.
         summary = summarise(study, tc, refs, retrain_scores, ctx, artifacts=not (top_up and n_run == 0),
-                            dashboard=not nested)
+                            dashboard=not nested, discovery=discovery)
         summary["new_trials"] = n_run
         summary["residual_min_pvalue"] = sc.attack.residual_min_pvalue(len(retrain_scores))
         if not nested:
@@ -165,6 +167,7 @@ def summarise(
     ctx: RunContext,
     artifacts: bool = True,
     dashboard: bool = True,
+    discovery: Discovery | None = None,
 ) -> dict[str, Any]:
     """Everything the parent run shows: counts, best trial, verdict, plots, trials table, registered best model
     (plots, table and model only with ``artifacts``; the interactive page ``plots/dashboard.html`` only with
@@ -189,7 +192,7 @@ def summarise(
     if artifacts:
         _log_trials_table(trials, key)
         # Trials log no models: the best one is re-created once (seeded, so identical) for plots and registry.
-        best_model = _rerun(best, tc, refs, retrain_scores, ctx) if best is not None else None
+        best_model = _rerun(best, tc, refs, retrain_scores, ctx, discovery) if best is not None else None
         _plots(study, tc, refs, retrain_scores, best, best_model, ctx)
         if dashboard:
             tracking.log_dashboard(f"tune {tc.method}: study {study.study_name}")
@@ -256,6 +259,8 @@ def _register_best(model: nn.Module, study: optuna.Study, best: Any, tc: TuneCon
         mv = tracking.log_model(model, sc.spec, role, input_example=sc.data.x_test[:2], name=tc.method,
                                 params=best.params, metrics=bm, description=description, tokenizer=sc.data.tokenizer,
                                 tags={**key, "scenario_hash": sc.config.hash, "method": tc.method,
+                                      **({"discovered_fraction": f"{tc.discovered_fraction:g}"}
+                                         if tc.discovered_fraction < 1 else {}),
                                       **tracking.reference_tags(refs.versions),
                                       **{f"param.{k}": str(v) for k, v in best.params.items()}})
         existing = tracking.find_versions(role, key)
@@ -332,7 +337,17 @@ def removal_history(trials: list[optuna.trial.FrozenTrial]) -> list[float]:
             for t in sorted(trials, key=lambda t: t.number) if t.state.is_finished()]
 
 
-def _rerun(best: Any, tc: TuneConfig, refs: References, retrain_scores: np.ndarray, ctx: RunContext) -> nn.Module:
+def discovery_of(tc: TuneConfig, refs: References, retrain_scores: np.ndarray, ctx: RunContext) -> Discovery | None:
+    """Partial discovery's subset and the references' evidence on each part (None at fraction 1, the paper's)."""
+    if tc.discovered_fraction >= 1:
+        return None
+    sc = refs.scenario
+    poisoned_scores = sc.attack.scores(refs.models["poisoned"], sc.data, sc.poisoning, ctx)
+    return Discovery.of(sc, tc.discovered_fraction, poisoned_scores, retrain_scores, ctx)
+
+
+def _rerun(best: Any, tc: TuneConfig, refs: References, retrain_scores: np.ndarray, ctx: RunContext,
+           discovery: Discovery | None = None) -> nn.Module:
     """Rebuild the best trial's model by re-running it (deterministic under the same seed); trials log no models."""
     method = METHODS.get(tc.method)
     assert method.search_space is not None
@@ -342,7 +357,7 @@ def _rerun(best: Any, tc: TuneConfig, refs: References, retrain_scores: np.ndarr
     kwargs = method.search_space(fixed)
     _, budget = split_params(best.params)
     out = unlearn(method, method.config(**kwargs), budget, refs.scenario, refs.models["poisoned"], refs.metrics,
-                  retrain_scores, ctx, utility_tolerance=tc.utility_tolerance)
+                  retrain_scores, ctx, utility_tolerance=tc.utility_tolerance, discovery=discovery)
     return out.model
 
 

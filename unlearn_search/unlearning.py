@@ -16,16 +16,73 @@ from torch import nn
 
 from . import verdict
 from .context import RunContext
+from .errors import check_range
 from .methods import Budget, EpochCallback, Method, Splits
 from .scenario import Scenario, evaluate_with_scores
 from .training import NonFiniteOutputs
 
+#: ``ctx.generator`` offset of the order in which poisons are discovered (partial discovery).
+DISCOVERY_OFFSET = 151
 
-def splits_of(scenario: Scenario) -> Splits:
-    """forget = the poisons as the poisoned model saw them; retain = the rest of the training set."""
+
+def splits_of(scenario: Scenario, told: np.ndarray | None = None) -> Splits:
+    """forget = the poisons as the poisoned model saw them; retain = the rest of the training set. With ``told``
+    (partial discovery: a mask over the poisons), forget = the told poisons only, and the others join the retain
+    set as they were trained on (the method takes them for clean data)."""
     xf, yf = scenario.forget
     xr, yr = scenario.retain
-    return Splits(x_forget=xf, y_forget=yf, x_retain=xr, y_retain=yr)
+    if told is None or told.all():
+        return Splits(x_forget=xf, y_forget=yf, x_retain=xr, y_retain=yr)
+    keep = torch.from_numpy(told)
+    return Splits(x_forget=xf[keep], y_forget=yf[keep], x_retain=torch.cat([xr, xf[~keep]]),
+                  y_retain=torch.cat([yr, yf[~keep]]))
+
+
+def check_discovered_fraction(value: float) -> None:
+    check_range("discovered_fraction", value, low=0, high=1, low_open=True)
+
+
+def discovered_mask(n_poison: int, fraction: float, ctx: RunContext) -> np.ndarray:
+    """Which poisons the method is told: the first ``round(fraction * n_poison)`` (at least one) of a seeded
+    permutation, so the subsets of one scenario are nested (the poisons told at 0.1 are among those told at 0.5)
+    and every method of a comparison is told the same ones."""
+    check_discovered_fraction(fraction)
+    order = torch.randperm(n_poison, generator=ctx.generator(offset=DISCOVERY_OFFSET)).numpy()
+    told = np.zeros(n_poison, dtype=bool)
+    told[order[:max(1, round(fraction * n_poison))]] = True
+    return told
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """Partial discovery (the corrective-unlearning setting): the method is told only the poisons where ``told``
+    is True. ``reference`` holds the references' evidence on each part (role -> metrics named
+    ``<metric>_discovered`` / ``<metric>_undiscovered``), for the removal of each part."""
+
+    fraction: float
+    told: np.ndarray
+    reference: dict[str, dict[str, float]]
+
+    @classmethod
+    def of(cls, scenario: Scenario, fraction: float, poisoned_scores: np.ndarray, retrain_scores: np.ndarray,
+           ctx: RunContext) -> Discovery:
+        told = discovered_mask(scenario.poisoning.n_poison, fraction, ctx)
+        ref = {role: _parts(scenario, told, scores) for role, scores in (("poisoned", poisoned_scores),
+                                                                          ("retrain", retrain_scores))}
+        return cls(fraction, told, ref)
+
+
+def _parts(scenario: Scenario, told: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """The attack's per-subset metrics on the told and the untold poisons (none if its scores are not per poison
+    or a part is empty)."""
+    out: dict[str, float] = {}
+    if len(scores) != len(told):
+        return out
+    for part, sel in (("discovered", told), ("undiscovered", ~told)):
+        if sel.any():
+            found = scenario.attack.subset_metrics(scores[sel]) or {}
+            out.update({f"{k}_{part}": v for k, v in found.items()})
+    return out
 
 
 class Diverged(RuntimeError):
@@ -73,11 +130,15 @@ def unlearn(
     ctx: RunContext,
     on_epoch: EpochCallback | None = None,
     utility_tolerance: float = verdict.UTILITY_TOLERANCE,
+    discovery: Discovery | None = None,
 ) -> Outcome:
+    """Run ``method`` and judge its model; with ``discovery`` the method is told only part of the poisons, and
+    removal and the attack's evidence are reported over all poisons and over each part apart."""
     budget = Budget(budget_fraction, scenario.retrain_cost)
     start = time.perf_counter()
+    told = None if discovery is None else discovery.told
     with ctx.seeded_global_rng(5):  # dropout of a language model: the same trial gives the same numbers
-        result = method.run(poisoned, splits_of(scenario), cfg, budget, ctx, on_epoch=on_epoch)
+        result = method.run(poisoned, splits_of(scenario, told), cfg, budget, ctx, on_epoch=on_epoch)
     wall = time.perf_counter() - start
     finite = all(bool(torch.isfinite(p).all()) for p in result.model.parameters())
     if result.info.get("diverged") or not finite:
@@ -95,4 +156,19 @@ def unlearn(
         "eval_time_s": time.perf_counter() - start,
         **{f"info.{k}": v for k, v in result.info.items()},
     })
+    if discovery is not None:
+        metrics.update(_discovery_metrics(scenario, discovery, scores))
     return Outcome(result.model, metrics, scores)
+
+
+def _discovery_metrics(scenario: Scenario, discovery: Discovery, scores: np.ndarray) -> dict[str, float]:
+    out = {"discovered_fraction": discovery.fraction, "n_discovered": float(discovery.told.sum())}
+    parts = _parts(scenario, discovery.told, scores)
+    out.update(parts)
+    key = scenario.attack.subset_key
+    for part in ("discovered", "undiscovered"):
+        name = f"{key}_{part}"
+        if name in parts:
+            ref = discovery.reference
+            out[f"removal_{part}"] = verdict.removal(ref["poisoned"][name], ref["retrain"][name], parts[name])
+    return out

@@ -8,6 +8,7 @@ and evaluates its own harm on a model (``evaluate``). ``removal_metric`` names t
 from __future__ import annotations
 
 import io
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -23,6 +24,43 @@ from ..registry import Registry
 if TYPE_CHECKING:
     from ..models import ModelSpec
     from ..training import TrainConfig
+
+
+#: What ``poison_fraction`` takes, in every attack's messages and the docs.
+POISON_AMOUNT = "a fraction in (0, 1) or a whole number of poisons >= 1"
+
+
+def poison_amount(value: Any) -> float | int:
+    """Validate an attack's ``poison_fraction``: a fraction in (0, 1) of the training points, or (1 and above) a
+    whole number of poisons, which is returned as an ``int`` (so ``750`` and ``750.0`` are one scenario, with one
+    hash; a fraction is returned as given, so the hashes of scenarios stored before counts existed are unchanged).
+    Anything else raises a one-line `UsageError` naming the value and what is valid."""
+    from ..errors import UsageError
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"poison_fraction={value!r} is not a number; valid: {POISON_AMOUNT}")
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"poison_fraction={value!r} is out of range; valid: {POISON_AMOUNT}")
+    if value < 1:
+        return value
+    if value != int(value):
+        raise UsageError(f"poison_fraction={value!r} is neither a fraction below 1 nor a whole number of poisons; "
+                         f"valid: {POISON_AMOUNT}")
+    return int(value)
+
+
+def poison_count(value: float | int, n_train: int) -> int:
+    """The number of poisons ``poison_fraction`` = ``value`` asks for out of ``n_train`` training points: a
+    fraction rounds ``value * n_train``, a count is itself. A count above ``n_train`` raises a one-line
+    `UsageError`."""
+    from ..errors import UsageError
+
+    value = poison_amount(value)
+    k = round(value * n_train) if value < 1 else int(value)
+    if k > n_train:
+        raise UsageError(f"poison_fraction={value!r} asks for {k} poisons of {n_train} training points; valid: a "
+                         f"fraction in (0, 1) or a whole number of poisons 1..{n_train}")
+    return k
 
 
 @dataclass(frozen=True)
@@ -109,6 +147,17 @@ class Attack(ABC):
         scenario is configured, before anything runs); most attacks work against any."""
         return None
 
+    #: Whether the poisons are added to the training set (its retain set is all of it) rather than replacing
+    #: training points (the retain set is the rest): what a compute plan (`plan`) needs to size both trainings.
+    adds_points: ClassVar[bool] = False
+
+    def n_poisons(self, n_train: int) -> int:
+        """How many poisons this attack crafts out of ``n_train`` training points (`poison_count` of its
+        ``poison_fraction``; 0 for an attack without one). The command line calls it before any run starts, so a
+        count above the training set fails there."""
+        value = getattr(self.cfg, "poison_fraction", None)
+        return 0 if value is None else poison_count(value, n_train)
+
     def check_data(self, data: Dataset) -> None:
         """Raise `UsageError` if the attack's parameters cannot apply to ``data`` (e.g. a trigger larger than the
         images); the command line calls it before any run starts. Most attacks fit any data."""
@@ -145,6 +194,15 @@ class Attack(ABC):
         """The smallest p-value `residual_pvalue` can return with ``n_units`` scores: when it is not below the
         verdict's level the test cannot ever detect the poison, and the verdict must not read "removed" into it."""
         return 0.0
+
+    #: The metric of `subset_metrics` that partial discovery's per-subset removal is computed on.
+    subset_key: ClassVar[str] = ""
+
+    def subset_metrics(self, scores: np.ndarray) -> dict[str, float] | None:
+        """The attack's evidence over a subset of the poisons, from their ``scores`` (partial discovery reports the
+        discovered and the undiscovered poisons apart). None (the default): the attack's scores are not one per
+        poison (a backdoor's are per triggered test point), so only removal over all poisons is reported."""
+        return None
 
     #: How the per-seed p-values of `residual_pvalue` combine into one verdict over seeds
     #: (`verdict.combined_pvalue`): Stouffer's z for continuous tests (for GUS the per-seed z-scores themselves).
@@ -186,4 +244,5 @@ from . import gaussian as _gaussian  # noqa: E402,F401  (registers "gaussian")
 from . import gradient_canceling as _gradient_canceling  # noqa: E402,F401  (registers "gradient_canceling")
 from . import witches_brew as _witches_brew  # noqa: E402,F401  (registers "witches_brew")
 
-__all__ = ["ATTACKS", "Attack", "Poisoning", "SuccessCountAttack", "Victim"]
+__all__ = ["ATTACKS", "POISON_AMOUNT", "Attack", "Poisoning", "SuccessCountAttack", "Victim", "poison_amount",
+           "poison_count"]

@@ -1,9 +1,10 @@
 """Gaussian data poisoning (Pawelczyk et al., ICLR 2025; PAPER.md 3.1).
 
 Threat model: the attacker adds i.i.d. noise xi_z ~ N(0, eps^2 I) to the inputs of exactly
-``round(poison_fraction * n_train)`` training points, leaving labels unchanged. The noise enters in the raw input
-space ([0, 1] pixels, before any normalisation or augmentation) and is not clipped, so that the GUS statistic's
-null distribution is exactly N(0, 1). The noise and a second, independent draw (the null for ``gus_auc``) are kept.
+``round(poison_fraction * n_train)`` training points (``poison_fraction`` itself when it is 1 or more: a count,
+`attacks.poison_count`), leaving labels unchanged. The noise enters in the raw input space ([0, 1] pixels, before
+any normalisation or augmentation) and is not clipped, so that the GUS statistic's null distribution is exactly
+N(0, 1). The noise and a second, independent draw (the null for ``gus_auc``) are kept.
 
 Text (`data.text`; the first author's later code): the noise is added to the poison's input token embeddings right
 after the lookup, before the position embeddings, fixed per poison: the poison row keeps its clean token ids and
@@ -25,7 +26,7 @@ from ..context import RunContext
 from ..data import Dataset
 from ..errors import UsageError, check_range
 from ..metrics.gus import embedding_gradients, gus_statistic, gus_summary, input_gradients
-from . import ATTACKS, Attack, Poisoning, Victim
+from . import ATTACKS, Attack, Poisoning, Victim, poison_amount
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class GaussianConfig:
     eps: float = 0.5
 
     def __post_init__(self) -> None:
-        check_range("poison_fraction", self.poison_fraction, low=0, high=1, low_open=True, high_open=True)
+        object.__setattr__(self, "poison_fraction", poison_amount(self.poison_fraction))  # a fraction or a count
         check_range("eps", self.eps, low=0, low_open=True)
 
 
@@ -50,7 +51,7 @@ class GaussianPoisoning(Attack):
 
     def craft(self, data: Dataset, ctx: RunContext, victim: Victim | None = None) -> Poisoning:
         n = len(data.x_train)
-        k = round(self.cfg.poison_fraction * n)
+        k = self.n_poisons(n)
         if k < 2:
             raise UsageError(f"poison_fraction={self.cfg.poison_fraction} poisons {k} of {n} points; need >= 2")
         gen = ctx.generator(offset=101)
@@ -104,6 +105,12 @@ class GaussianPoisoning(Attack):
         stats = [gus_statistic(grads, embedding_noise(poisoning.arrays[key], scales, mask, grads.shape[-1]), eps)
                  for key in ("noise_seed", "indep_seed")]
         return gus_summary(*stats), stats[0].numpy()
+
+    subset_key = "gus_z"
+
+    def subset_metrics(self, scores: np.ndarray) -> dict[str, float] | None:
+        """GUS (mean I_z) and its z-score over a subset of the poisons' I_z."""
+        return {"gus": float(np.mean(scores)), "gus_z": float(np.mean(scores)) * float(np.sqrt(len(scores)))}
 
     def evaluate(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> dict[str, float]:
         return self.evaluate_with_scores(model, data, poisoning, ctx)[0]

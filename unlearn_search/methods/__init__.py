@@ -107,6 +107,12 @@ class Method:
     check: Callable[[Any, nn.Module], None] = lambda cfg, model: None
     #: The entry point's default budget (fraction of retraining); 1.0 for ``retrain``, a complete retraining.
     default_budget: float = 0.1
+    #: The top-level package that registered it: ``unlearn_search`` for a built-in method, else a plugin's.
+    package: str = "unlearn_search"
+
+    @property
+    def builtin(self) -> bool:
+        return self.package == "unlearn_search"
 
     def config(self, **params: Any) -> Any:
         """The config from keyword parameters (unknown names raise `UsageError`)."""
@@ -123,7 +129,16 @@ class Method:
         return self.Config(**params)
 
 
-METHODS: Registry[Method] = Registry("method")
+class _MethodRegistry(Registry[Method]):
+    """The method registry; an unknown name lists the built-in methods and the plugins' apart."""
+
+    def valid(self) -> str:
+        builtin = [n for n in self.names() if self._items[n].builtin]
+        plugins = [f"{n} (plugin {self._items[n].package})" for n in self.names() if not self._items[n].builtin]
+        return ", ".join(builtin) + (f"; plugins: {', '.join(plugins)}" if plugins else "; plugins: none installed")
+
+
+METHODS: Registry[Method] = _MethodRegistry("method")
 
 
 def register_method(
@@ -139,7 +154,8 @@ def register_method(
         import sys
 
         doc = (sys.modules[fn.__module__].__doc__ or name).strip().splitlines()[0]
-        method = Method(name, config, fn, search_space, doc, check or (lambda cfg, model: None), default_budget)
+        method = Method(name, config, fn, search_space, doc, check or (lambda cfg, model: None), default_budget,
+                        package=fn.__module__.split(".")[0])
         METHODS.register(name)(method)
         return fn
 
@@ -147,15 +163,44 @@ def register_method(
 
 
 # One import line per method module (each registers itself).
+from . import bad_teacher as _bad_teacher  # noqa: E402,F401
 from . import cf_k as _cf_k  # noqa: E402,F401
 from . import eu_k as _eu_k  # noqa: E402,F401
 from . import ga as _ga  # noqa: E402,F401
 from . import gd as _gd  # noqa: E402,F401
+from . import l1_sparse as _l1_sparse  # noqa: E402,F401
 from . import neggrad_plus as _neggrad_plus  # noqa: E402,F401
 from . import ngd as _ngd  # noqa: E402,F401
 from . import none as _none  # noqa: E402,F401
+from . import potion as _potion  # noqa: E402,F401
 from . import retrain as _retrain  # noqa: E402,F401
+from . import salun as _salun  # noqa: E402,F401
 from . import scrub as _scrub  # noqa: E402,F401
 from . import ssd as _ssd  # noqa: E402,F401
 
-__all__ = ["METHODS", "Budget", "EpochCallback", "Method", "Splits", "UnlearnResult", "register_method"]
+#: The Python entry-point group through which an installed package adds methods (docs/plugins.md): each entry
+#: point names a module that registers its method(s) with `register_method` when imported.
+PLUGIN_GROUP = "unlearn_search.methods"
+#: Plugins that failed to load: entry point name -> the one-line reason (they are left out; the rest work).
+PLUGIN_ERRORS: dict[str, str] = {}
+
+
+def _load_plugins() -> None:
+    import logging
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        try:
+            ep.load()
+        except Exception as e:  # a broken plugin must not take the built-in methods down with it
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            reason = f"{type(e).__name__}: {first}" if first else type(e).__name__
+            PLUGIN_ERRORS[ep.name] = reason
+            logging.getLogger(__name__).warning("unlearn_search: plugin %r (%s) failed to load and is left out: %s",
+                                                ep.name, ep.value, reason)
+
+
+_load_plugins()
+
+__all__ = ["METHODS", "PLUGIN_GROUP", "Budget", "EpochCallback", "Method", "Splits", "UnlearnResult",
+           "register_method"]
