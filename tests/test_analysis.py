@@ -229,16 +229,17 @@ def test_compare_puts_lira_beside_gus_and_the_loss_mia(mlflow_store, capsys, cap
     from unlearn_search import cli
 
     args = ["compare", "--methods", "gd", "--n-trials", "2", "--train-epochs", "10", "--seeds", "1"]
-    assert cli.main([*args, "--lira-shadows", "2", "--hypotheses", "true"]) == 0
+    assert cli.main([*args, "--lira-shadows", "2", "--hypotheses", "true", "--ulira", "true"]) == 0
     out = capsys.readouterr().out
     assert "H1: removing the poisons moved the parameters" in out and "H2: after 50 clean-data GD steps" in out
     header = next(line for line in out.splitlines() if line.startswith("| method"))
     assert "LiRA TPR@1%FPR" in header and "LiRA AUC" in header and "MIA TPR@1%FPR" in header
+    assert "U-LiRA AUC" in header
     assert "LiRA at 1% FPR (mean over seeds): poisoned" in out
     client = MlflowClient()
     exp = client.get_experiment_by_name("unlearn_search").experiment_id
     rows = {r.data.tags["method"]: r.data.metrics for r in client.search_runs([exp], "tags.kind = 'row'")}
-    assert {"lira_tpr_at_1fpr", "lira_auc"} <= set(rows["gd"]) and "lira_auc" in rows["retrain"]
+    assert {"lira_tpr_at_1fpr", "lira_auc", "ulira_auc"} <= set(rows["gd"]) and "lira_auc" in rows["retrain"]
     caplog.set_level("INFO", logger="unlearn_search")
     assert cli.main(["analyze", "--shadows", "2", "--gd-steps", "2", "--span-batches", "2",
                      "--train-epochs", "10"]) == 0
@@ -256,3 +257,12 @@ def test_compare_refuses_an_odd_shadow_count(mlflow_store, capsys, cli_exit) -> 
     assert code == 2
     assert capsys.readouterr().err.strip() == ("error: lira_shadows=3 is not valid; valid: 0 (off) or an even number "
                                                ">= 2")
+
+
+def test_compare_refuses_ulira_without_shadows_or_with_partial_discovery(mlflow_store, capsys, cli_exit) -> None:  # type: ignore[no-untyped-def]
+    assert cli_exit(["compare", "--methods", "gd", "--ulira", "true"]) == 2
+    assert cli_exit(["compare", "--methods", "gd", "--ulira", "true", "--lira-shadows", "2",
+                     "--discovered-fraction", "0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: ulira=true needs shadow models: give lira_shadows (an even number >= 2) too",
+                   "error: ulira=true applies when every poison is told; discovered_fraction=0.5 is not 1"]

@@ -174,7 +174,7 @@ def ulira_rows(refs: Any, cfg: ScenarioConfig, methods: list[str], shadows: anal
     sc, poisoned = refs.scenario, refs.models["poisoned"]
     out = {}
     for name in methods:
-        found = newest_told_every_poison(name, cfg)
+        found = newest_registered(name, cfg)
         if not found:
             continue
         try:
@@ -195,18 +195,20 @@ def fits_artifact(scenario_hash: str, n_shadows: int) -> str:
     return f"lira/{scenario_hash}_{n_shadows}_shadows.npz"
 
 
-def newest_told_every_poison(method: str, cfg: ScenarioConfig) -> list[Any]:
-    """The method's registered versions for ``cfg``'s scenario, newest first, without those of partial discovery
-    (tag ``discovered_fraction``): the analyses are of the paper's setting, every poison told."""
+def newest_registered(method: str, cfg: ScenarioConfig, discovered: float = 1.0) -> list[Any]:
+    """The method's registered versions for ``cfg``'s scenario, newest first, of one discovered fraction (tag
+    ``discovered_fraction``, absent when every poison was told: the paper's setting, what `analyze` analyses)."""
     found = tracking.find_versions(tracking.unlearned_role(method), {"scenario_hash": cfg.hash})
-    return [v for v in found if "discovered_fraction" not in v.tags]
+    want = None if discovered >= 1 else f"{discovered:g}"
+    return [v for v in found if v.tags.get("discovered_fraction") == want]
 
 
-def best_models(cfg: ScenarioConfig, methods: list[str], ctx: RunContext) -> dict[str, nn.Module]:
+def best_models(cfg: ScenarioConfig, methods: list[str], ctx: RunContext,
+                discovered: float = 1.0) -> dict[str, nn.Module]:
     """The newest registered unlearned model of each method for ``cfg``'s scenario (methods without one left out)."""
     out = {}
     for m in methods:
-        found = newest_told_every_poison(m, cfg)
+        found = newest_registered(m, cfg, discovered)
         if found:
             spec, state = tracking.load_weights(str(found[0].run_id))
             out[m] = load_model(spec, state).to(ctx.device).eval()

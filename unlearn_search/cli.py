@@ -232,6 +232,11 @@ def cmd_compare(a: argparse.Namespace) -> int:
     from .analysis import check_shadows
 
     check_shadows("lira_shadows", a.lira_shadows, off_allowed=True)
+    if a.ulira and not a.lira_shadows:
+        raise UsageError("ulira=true needs shadow models: give lira_shadows (an even number >= 2) too")
+    if a.ulira and fractions != [1.0]:
+        raise UsageError(f"ulira=true applies when every poison is told; discovered_fraction={a.discovered_fraction} "
+                         "is not 1")
     template = TuneConfig(method=methods[0], n_trials=a.n_trials, budget_max=a.budget_max, storage=a.storage,
                           utility_tolerance=a.utility_tolerance, discovered_fraction=fractions[0])
     from .presets import PRESETS
@@ -250,7 +255,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
                               wait_s=a.wait_for_workers, lira_shadows=a.lira_shadows)
         return 0
     run_compare_attacks(methods, bases, seeds, levels, template, ctx, a.experiment, wait_s=a.wait_for_workers,
-                        lira_shadows=a.lira_shadows, hypotheses=a.hypotheses)
+                        lira_shadows=a.lira_shadows, hypotheses=a.hypotheses, ulira=a.ulira)
     return 0
 
 
@@ -547,6 +552,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     co.add_argument("--discovered-fraction", default="1",
                     help="partial discovery: the fraction of the poisons each method is told, in (0, 1], or a "
                          "comma-separated sweep (0.1,0.5,1: one comparison each, then removal against the fraction)")
+    co.add_argument("--ulira", type=_parse_bool, default=False,
+                    help="with --lira-shadows: U-LiRA too, each method's shadows unlearned with its best setting (one "
+                         "run of the method per shadow, method and seed) (true/false)")
     co.add_argument("--hypotheses", type=_parse_bool, default=False,
                     help="also test the paper's two hypotheses on every seed (H1 model shift, H2 clean-gradient "
                          "subspace; one more training per seed, the clean control) and say what they found in the "

@@ -91,13 +91,15 @@ def run_compare(
     wait_s: float = 0.0,
     lira_shadows: int = 0,
     hypotheses: bool = False,
+    ulira: bool = False,
 ) -> dict[str, Any]:
     """``wait_s``: give workers already running `tune` on the shared storage up to this long per study to reach
     ``n_trials`` finished trials (`search.wait_for_trials`) before this process runs what is missing itself.
     ``lira_shadows`` > 0: also score every row with LiRA (`analysis.lira`; that many shadow models per seed, trained
     once per scenario and reused, `analyze.shadow_fits`), beside GUS and the loss MIA. ``hypotheses``: also test the
     paper's two hypotheses on every seed (`analyze.hypotheses`: one more training per seed, the clean control,
-    registered and reused) and say in the headline what they found."""
+    registered and reused) and say in the headline what they found. ``ulira`` (with ``lira_shadows``): U-LiRA too,
+    each method's shadows unlearned with its best setting (`analyze.ulira_rows`; at discovered fraction 1 only)."""
     check_range("seeds", seeds, low=1)
     if not nested:
         tracking.configure(experiment)
@@ -140,7 +142,7 @@ def run_compare(
                 histories[m].append(summary["history"])
             rows["retrain"] = {**refs.metrics["retrain"], "removal": 1.0, "budget_used": 1.0}
             if lira_shadows:
-                _add_lira(rows, refs, cfg, methods, lira_shadows, sctx)
+                _add_lira(rows, refs, cfg, methods, lira_shadows, sctx, ulira, told)
             if hypotheses:
                 from .analyze import control_model
                 from .analyze import hypotheses as test_hypotheses
@@ -177,20 +179,26 @@ def run_compare(
 
 
 def _add_lira(rows: dict[str, dict[str, float] | None], refs: Any, cfg: ScenarioConfig, methods: list[str],
-              n_shadows: int, ctx: RunContext) -> None:
+              n_shadows: int, ctx: RunContext, ulira: bool = False, discovered: float = 1.0) -> None:
     """LiRA's numbers into each row of one seed: the references', and each method's newest registered best model's
-    (the one its study just registered)."""
+    (the one its study just registered); with ``ulira``, U-LiRA's for each method too (`analyze.ulira_rows`)."""
     from . import analysis
-    from .analyze import best_models, shadow_fits
+    from .analyze import best_models, shadow_fits, shadow_set, ulira_rows
 
-    fits = shadow_fits(refs, n_shadows, ctx)
+    shadows = shadow_set(refs, n_shadows, ctx) if ulira else None
+    fits = shadow_fits(refs, n_shadows, ctx, shadows)
     sc = refs.scenario
     models = {"no unlearning": refs.models["poisoned"], "retrain": refs.models["retrain"],
-              **best_models(cfg, methods, ctx)}
+              **best_models(cfg, methods, ctx, discovered)}
     for name, model in models.items():
         row = rows.get(name)
         if row is not None:
             row.update(analysis.lira(model, sc, fits, ctx.device))
+    if shadows is not None:
+        for name, values in ulira_rows(refs, cfg, methods, shadows, ctx).items():
+            row = rows.get(name)
+            if row is not None:
+                row.update(values)
 
 
 def _row_runs(table: list[report.Row], base: ScenarioConfig, name_suffix: str = "") -> None:
@@ -323,11 +331,12 @@ def run_compare_attacks(
     wait_s: float = 0.0,
     lira_shadows: int = 0,
     hypotheses: bool = False,
+    ulira: bool = False,
 ) -> dict[str, Any]:
     """`run_compare` for each scenario (one per attack) as nested runs, then the attacks side by side."""
     if len(bases) == 1:
         return run_compare(methods, bases[0], seeds, levels, tune_template, ctx, experiment, wait_s=wait_s,
-                           lira_shadows=lira_shadows, hypotheses=hypotheses)
+                           lira_shadows=lira_shadows, hypotheses=hypotheses, ulira=ulira)
     tracking.configure(experiment)
     attacks = [b.attack for b in bases]
     with tracking.run(f"compare {', '.join(attacks)}", tags={"entry_point": "compare_attacks",
@@ -336,7 +345,8 @@ def run_compare_attacks(
                              "n_trials": tune_template.n_trials, "budget_max": tune_template.budget_max,
                              **{k: v for k, v in bases[0].to_flat().items() if not k.startswith("attack")}})
         runs = {b.attack: run_compare(methods, b, seeds, levels, tune_template, ctx, experiment, nested=True,
-                                      wait_s=wait_s, lira_shadows=lira_shadows, hypotheses=hypotheses)
+                                      wait_s=wait_s, lira_shadows=lira_shadows, hypotheses=hypotheses,
+                                      ulira=ulira)
                 for b in bases}
         tables = {a: r["table"] for a, r in runs.items()}
         md = report.side_by_side(tables, {a: ATTACKS.get(a).removal_metric for a in attacks}, seeds)

@@ -25,6 +25,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("mia_tpr_at_1fpr", "MIA TPR@1%FPR"),
     ("lira_tpr_at_1fpr", "LiRA TPR@1%FPR"),  # only with compare's --lira-shadows (`analysis.lira`)
     ("lira_auc", "LiRA AUC"),
+    ("ulira_auc", "U-LiRA AUC"),  # only with compare's --ulira (`analysis.ulira`)
+    ("removal_discovered", "removal (discovered)"),  # only with discovered_fraction < 1
+    ("removal_undiscovered", "removal (undiscovered)"),
 )
 
 
