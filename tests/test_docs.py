@@ -17,7 +17,7 @@ DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
 #: Files the tool wrote, copied verbatim: no summary line or link back to the index.
 TOOL_OUTPUTS = {"comparison_digits_3seeds.md", "comparison_attacks_digits_seed0.md", "comparison_llm_small_3seeds.md",
-                "comparison_digits_3seeds_lira.md"}
+                "comparison_digits_3seeds_lira.md", "comparison_digits_3seeds_all.md", "comparison_discovery_digits.md"}
 #: Flags of other tools the docs show in commands (mlflow's, optuna-dashboard's).
 OTHER_TOOLS = {"--backend-store-uri", "--env-manager", "--experiment-name", "--host", "--port", "--serve-artifacts",
                "--artifacts-destination", "--allowed-hosts", "--key"}  # --key: the placeholder in "--key value"

@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt
 import numpy as np
 import plotly.graph_objects as go
+from cycler import cycler
 from matplotlib.figure import Figure
 from scipy import stats
 
@@ -20,6 +21,10 @@ from scipy import stats
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 #: Room (inches) added to a figure's width for its legend beside the axes.
 LEGEND_WIDTH = 2.5
+#: Twenty distinct line colours: tab10's first (tab20's dark shades), then tab20's light ones, so a comparison of
+#: every method (13 and more lines) repeats no colour; the first ten are tab10's, as before.
+COLORS = tuple(plt.get_cmap("tab20").colors[0::2] + plt.get_cmap("tab20").colors[1::2])  # type: ignore[attr-defined]
+plt.rcParams["axes.prop_cycle"] = cycler(color=COLORS)
 
 
 def _legend_beside(ax: plt.Axes, fontsize: int = 7) -> None:
