@@ -65,11 +65,9 @@ from torch import nn
 from ..compute import FORWARD_ONLY_COST, ComputeMeter
 from ..context import RunContext
 from ..errors import UsageError, check_choice, check_range
-from ..training import iterate_batches
 from . import Budget, EpochCallback, Splits, UnlearnResult, register_method
 from ._loop import trainable, working_copy
-from .ssd import dampen
-from .ssd import importance as ce_importance
+from .ssd import dampen, importance
 
 #: Generator offsets (``ctx.generator(offset=...)``) of the batch shuffles of the two importance passes.
 RETAIN_OFFSET = 41
@@ -129,31 +127,14 @@ def label_free_importance(
     example's output vector. Batches come from ``iterate_batches(len(x), batch_size, gen)`` (shuffled). The model is
     evaluated in eval mode (its mode is restored afterwards); its ``.grad`` fields are untouched. Each batch is
     charged to ``meter`` (1 unit per example) before it runs. Returns (importances aligned with
-    ``trainable(model)``, mean batch loss).
+    ``trainable(model)``, mean batch loss). SSD's `ssd.importance` loop with this loss and |gradient|.
     """
-    params = trainable(model)
-    imps = [torch.zeros_like(p) for p in params]
-    was_training = model.training
-    model.eval()
-    total: torch.Tensor | float = 0.0
-    batches = 0
-    try:
-        for idx in iterate_batches(len(x), batch_size, gen, device=x.device):
-            if meter is not None:
-                meter.charge_train(len(idx))
-            norms = torch.linalg.vector_norm(model(x[idx]).flatten(1), dim=1)
-            loss = (norms.square() if squared else norms).mean()
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            for imp, g in zip(imps, grads, strict=True):
-                if g is not None:
-                    imp.add_(g.abs())
-            total = total + loss.detach()
-            batches += 1
-    finally:
-        model.train(was_training)
-    for imp in imps:
-        imp.div_(max(batches, 1))
-    return imps, float(total) / max(batches, 1)
+    def output_norm(logits: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+        norms = torch.linalg.vector_norm(logits.flatten(1), dim=1)
+        return (norms.square() if squared else norms).mean()
+
+    labels = torch.zeros(len(x), dtype=torch.long, device=x.device)  # unused: the loss takes no labels
+    return importance(model, x, labels, batch_size, gen, meter, loss_fn=output_norm, absolute=True)
 
 
 def finite_ratios(reference: list[torch.Tensor], forget: list[torch.Tensor]) -> np.ndarray:
@@ -209,8 +190,8 @@ def potion(
     bs = cfg.batch_size
     r_gen, f_gen = ctx.generator(offset=RETAIN_OFFSET), ctx.generator(offset=FORGET_OFFSET)
     if cfg.statistic == "ce":
-        ref_imp, _ = ce_importance(work, x_r, y_r, bs, r_gen, meter)
-        forget_imp, _ = ce_importance(work, x_f, y_f, bs, f_gen, meter)
+        ref_imp, _ = importance(work, x_r, y_r, bs, r_gen, meter)
+        forget_imp, _ = importance(work, x_f, y_f, bs, f_gen, meter)
     else:
         squared = cfg.statistic == "l2_squared"
         ref_imp, _ = label_free_importance(work, x_r, bs, r_gen, squared, meter)

@@ -37,7 +37,7 @@ estimator, so when the budget cannot afford both passes it does nothing: it retu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +88,10 @@ def search_space(trial: Any) -> dict[str, Any]:
     }
 
 
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(logits, y)
+
+
 def importance(
     model: nn.Module,
     x: torch.Tensor,
@@ -95,12 +99,15 @@ def importance(
     batch_size: int,
     gen: torch.Generator | None = None,
     meter: ComputeMeter | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy,
+    absolute: bool = False,
 ) -> tuple[list[torch.Tensor], float]:
     """Diagonal importance of ``trainable(model)`` on ``(x, y)``: mean of squared batch-mean gradients.
 
-    The loss is the batch-mean cross-entropy; batches are the contiguous slices ``x[0:b], x[b:2b], ...`` in the
-    given order (an unshuffled loader, the authors'), or, with a generator ``gen``, come from
-    ``iterate_batches(len(x), batch_size, gen)`` (shuffled).
+    The loss is the batch-mean cross-entropy (``loss_fn(logits, y)``: another batch loss, e.g. Potion's label-free
+    one; ``absolute``: accumulate |gradient| instead of its square, as Potion does); batches are the contiguous
+    slices ``x[0:b], x[b:2b], ...`` in the given order (an unshuffled loader, the authors'), or, with a generator
+    ``gen``, come from ``iterate_batches(len(x), batch_size, gen)`` (shuffled).
     The model is evaluated in eval mode (its mode is restored afterwards); its ``.grad`` fields are untouched.
     Each batch is charged to ``meter`` (1 unit per example) before it runs.
     Returns (importances aligned with ``trainable(model)``, mean batch loss).
@@ -120,11 +127,11 @@ def importance(
             if meter is not None:
                 meter.charge_train(len(idx))
             idx = idx.to(x.device)
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss = loss_fn(model(x[idx]), y[idx])
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             for imp, g in zip(imps, grads, strict=True):
                 if g is not None:
-                    imp.add_(g.square())
+                    imp.add_(g.abs() if absolute else g.square())
             total = total + loss.detach()
             batches += 1
     finally:
