@@ -77,6 +77,21 @@ def _study(cluster: dict[str, str], name: str = "shared") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=cluster["optuna_db"])
 
 
+def _beating(cluster: dict[str, str], trials: list[optuna.trial.FrozenTrial]) -> bool:
+    """Whether any of ``trials`` has a heartbeat recorded (Optuna's ``trial_heartbeats`` table)."""
+    if not trials:
+        return False
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(cluster["optuna_db"])
+    try:
+        with engine.connect() as conn:
+            beating = {row[0] for row in conn.execute(sqlalchemy.text("SELECT trial_id FROM trial_heartbeats"))}
+    finally:
+        engine.dispose()
+    return any(t._trial_id in beating for t in trials)
+
+
 def _trials(cluster: dict[str, str], name: str) -> list[optuna.trial.FrozenTrial]:
     """The study's trials; none while no worker has created it yet."""
     try:
@@ -118,10 +133,12 @@ def test_three_workers_share_one_study_and_one_tracking_server(cluster, tmp_path
 
 def test_a_killed_worker_s_trial_is_failed_by_the_heartbeat_and_the_study_resumes(cluster, tmp_path):  # type: ignore[no-untyped-def]
     running: list[optuna.trial.FrozenTrial] = []
-    for attempt in range(5):  # a trial lasts a fraction of a second: the kill may land between two trials
+    for attempt in range(10):  # a trial lasts a fraction of a second: the kill may land between two trials
         victim = _worker(cluster, tmp_path, 200, f"victim{attempt}", study="kill")
         deadline = time.monotonic() + 300
-        while not any(t.state.name == "RUNNING" for t in _trials(cluster, "kill")):
+        # a RUNNING trial whose heartbeat thread has beaten once: killed between the trial's creation and its
+        # first beat (milliseconds, but a loaded machine hits it), a trial has no heartbeat for Optuna to go stale
+        while not _beating(cluster, [t for t in _trials(cluster, "kill") if t.state.name == "RUNNING"]):
             assert victim.poll() is None, (tmp_path / f"victim{attempt}.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "the victim never started a trial"
             time.sleep(0.02)
