@@ -73,8 +73,27 @@ def _wait(proc: subprocess.Popen, log: Path, timeout: float = 400) -> None:  # t
     assert rc == 0, log.read_text()[-3000:]
 
 
+_STORAGES: dict[str, optuna.storages.RDBStorage] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_storages():  # type: ignore[no-untyped-def]
+    yield
+    for storage in _STORAGES.values():
+        storage.engine.dispose()
+    _STORAGES.clear()
+
+
+def _storage(url: str) -> optuna.storages.RDBStorage:
+    """One storage (one connection pool) per database for the whole test session: polling with a new storage each
+    time opens a pool each time, and PostgreSQL ran out of connections ("too many clients")."""
+    if url not in _STORAGES:
+        _STORAGES[url] = optuna.storages.RDBStorage(url)
+    return _STORAGES[url]
+
+
 def _study(cluster: dict[str, str], name: str = "shared") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=cluster["optuna_db"])
+    return optuna.load_study(study_name=name, storage=_storage(cluster["optuna_db"]))
 
 
 def _beating(cluster: dict[str, str], trials: list[optuna.trial.FrozenTrial]) -> bool:
@@ -83,12 +102,8 @@ def _beating(cluster: dict[str, str], trials: list[optuna.trial.FrozenTrial]) ->
         return False
     import sqlalchemy
 
-    engine = sqlalchemy.create_engine(cluster["optuna_db"])
-    try:
-        with engine.connect() as conn:
-            beating = {row[0] for row in conn.execute(sqlalchemy.text("SELECT trial_id FROM trial_heartbeats"))}
-    finally:
-        engine.dispose()
+    with _storage(cluster["optuna_db"]).engine.connect() as conn:
+        beating = {row[0] for row in conn.execute(sqlalchemy.text("SELECT trial_id FROM trial_heartbeats"))}
     return any(t._trial_id in beating for t in trials)
 
 
