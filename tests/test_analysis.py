@@ -266,3 +266,24 @@ def test_compare_refuses_ulira_without_shadows_or_with_partial_discovery(mlflow_
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: ulira=true needs shadow models: give lira_shadows (an even number >= 2) too",
                    "error: ulira=true applies when every poison is told; discovered_fraction=0.5 is not 1"]
+
+
+def test_a_registered_setting_is_read_back_from_its_tags() -> None:
+    """U-LiRA unlearns its shadows with the setting of each registered model, read back from the version's tags:
+    an `unlearn` run's config fields (a tuple tagged as str(tuple)) and a tuned trial's through the search space."""
+    from types import SimpleNamespace
+
+    from unlearn_search.analyze import registered_setting
+    from unlearn_search.methods import METHODS
+    from unlearn_search.models import ModelSpec, create_model
+
+    model = create_model(ModelSpec("mlp", (1, 8, 8), 4), seed=0)
+    scrub = METHODS.get("scrub").config(lr=0.003, lr_decay_epochs=(2, 4))
+    tags = {f"param.{k}": str(getattr(scrub, k)) for k in ("lr", "lr_decay_epochs", "alpha", "optimizer")}
+    cfg, budget = registered_setting(SimpleNamespace(tags={**tags, "param.budget": "0.05"}), "scrub", model)
+    assert budget == 0.05 and cfg.lr == 0.003 and cfg.lr_decay_epochs == (2, 4) and cfg.optimizer == "adam"
+    tuned = {"study": "gd-x", "param.lr": "0.0123", "param.optimizer": "adam", "param.weight_decay": "0.001",
+             "param.budget": "0.07"}
+    cfg, budget = registered_setting(SimpleNamespace(tags=tuned), "gd", model)
+    assert (cfg.lr, cfg.optimizer, cfg.weight_decay, budget) == (0.0123, "adam", 0.001, 0.07)
+    assert cfg.epochs == 0  # not a tag: the search space's own "run until the budget is spent"

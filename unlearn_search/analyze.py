@@ -85,8 +85,10 @@ def shadow_fits(refs: Any, n_shadows: int, ctx: RunContext,
 
 def shadow_set(refs: Any, n_shadows: int, ctx: RunContext) -> analysis.Shadows:
     """The scenario's ``n_shadows`` shadow models themselves (U-LiRA unlearns with them): read back from any run that
-    stored them (tag ``lira_models.<scenario hash>``, artifact ``lira/<hash>_<n>_shadow_models.pt``, weights only),
-    else trained (the same seeds as `shadow_fits`' shadows, so the same models) and stored in the active run."""
+    stored them (tag ``lira_models.<scenario hash>``, artifact ``lira/<hash>_<n>_shadow_models.pt``, weights only;
+    this run then tags ``lira_models_from.<hash>`` with that run's id instead of uploading them again: for ResNet-18
+    they are hundreds of MB), else trained (the same seeds as `shadow_fits`' shadows, so the same models) and stored
+    in the active run."""
     import mlflow
     import torch
 
@@ -108,12 +110,10 @@ def shadow_set(refs: Any, n_shadows: int, ctx: RunContext) -> analysis.Shadows:
             model.load_state_dict(state)
             models.append(model.to(ctx.device).eval())
         log.info("LiRA: reusing %d shadow models from run %s", n_shadows, run.info.run_id)
-        shadows = analysis.Shadows(models, stored["members"].numpy())
-        break
-    else:
-        log.info("LiRA: training %d shadow models (each about as large a training as the poisoned model's)",
-                 n_shadows)
-        shadows = analysis.shadow_models(sc, n_shadows, ctx)
+        tracking.set_tags({f"lira_models_from.{sc.config.hash}": run.info.run_id})
+        return analysis.Shadows(models, stored["members"].numpy())
+    log.info("LiRA: training %d shadow models (each about as large a training as the poisoned model's)", n_shadows)
+    shadows = analysis.shadow_models(sc, n_shadows, ctx)
     buf = io.BytesIO()
     torch.save({"states": [{k: v.cpu() for k, v in m.state_dict().items()} for m in shadows.models],
                 "members": torch.from_numpy(shadows.members)}, buf)
@@ -152,8 +152,8 @@ def registered_setting(version: Any, method_name: str, poisoned: nn.Module) -> t
     if "study" in version.tags and method.search_space is not None:
         kwargs = method.search_space(_Recorded(values, {"max_k": max_k(poisoned)}))
     else:
-        types = method_params(method)
-        kwargs = {k: types[k][0](v) for k, v in values.items() if k in types}
+        types = method_params(method)  # a tuple field was tagged as str(tuple): "(5, 8, 9)"
+        kwargs = {k: types[k][0](v.strip("()").replace(" ", "").rstrip(",")) for k, v in values.items() if k in types}
     return method.config(**kwargs), budget
 
 

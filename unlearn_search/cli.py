@@ -252,7 +252,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
         from .compare import run_compare_discovery
 
         run_compare_discovery(methods, bases[0], seeds, levels, template, ctx, a.experiment, fractions,
-                              wait_s=a.wait_for_workers, lira_shadows=a.lira_shadows)
+                              wait_s=a.wait_for_workers, lira_shadows=a.lira_shadows, hypotheses=a.hypotheses)
         return 0
     run_compare_attacks(methods, bases, seeds, levels, template, ctx, a.experiment, wait_s=a.wait_for_workers,
                         lira_shadows=a.lira_shadows, hypotheses=a.hypotheses, ulira=a.ulira)

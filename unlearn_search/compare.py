@@ -252,14 +252,11 @@ def run_compare_discovery(
     fractions: list[float],
     wait_s: float = 0.0,
     lira_shadows: int = 0,
+    hypotheses: bool = False,
 ) -> dict[str, Any]:
-    """Partial discovery swept: `run_compare` at each discovered fraction as nested runs (each method's study per
-    fraction is its own), then removal against the fraction per method, over all poisons and over the discovered
-    and the undiscovered ones apart (a table and figures)."""
-    if len(fractions) == 1:
-        return run_compare(methods, base, seeds, levels,
-                           dataclasses.replace(tune_template, discovered_fraction=fractions[0]), ctx, experiment,
-                           wait_s=wait_s, lira_shadows=lira_shadows)
+    """Partial discovery swept (two fractions or more): `run_compare` at each discovered fraction as nested runs
+    (each method's study per fraction is its own), then removal against the fraction per method, over all poisons
+    and over the discovered and the undiscovered ones apart (a table and figures)."""
     tracking.configure(experiment)
     tags = {"entry_point": "compare_discovery", tracking.KIND: "compare_discovery", "scenario_hash": base.hash,
             "attack": base.attack}
@@ -272,7 +269,8 @@ def run_compare_discovery(
             log.info("discovered fraction %g", f)
             tables[f] = run_compare(methods, base, seeds, levels,
                                     dataclasses.replace(tune_template, discovered_fraction=f), ctx, experiment,
-                                    nested=True, wait_s=wait_s, lira_shadows=lira_shadows)["table"]
+                                    nested=True, wait_s=wait_s, lira_shadows=lira_shadows,
+                                    hypotheses=hypotheses)["table"]
         md = discovery_table(tables, methods)
         tracking.log_text(md, "comparison_discovery.md")
         for part, what in (("", "all poisons"), ("_discovered", "the discovered poisons"),
