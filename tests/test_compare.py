@@ -9,7 +9,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from unlearn_search import cli, report
+from unlearn_search import cli, report, verdict
 from unlearn_search.errors import UsageError
 
 ARGS = ["compare", "--methods", "gd,ga", "--n-trials", "2", "--train-epochs", "3", "--storage", "j.log", "--seeds", "1"]
@@ -62,7 +62,11 @@ def test_table_matches_trial_runs_and_second_compare_reuses_studies(mlflow_store
     assert checked >= 1, "no method had a feasible trial: the table check did not run"
     poisoned = client.get_run(mlflow.search_runs(search_all_experiments=True, filter_string=(
         "tags.role = 'poisoned'"))["run_id"][0]).data.metrics
-    assert rows["no unlearning"].data.metrics["gus_z"] == pytest.approx(poisoned["gus_z"])
+    # the reference rows are judged on the verdict part of the poisons, like the methods: what each tune run logs
+    # as poisoned.*; the registered poisoned model's gus_z is over all poisons, a larger sample of the same signal
+    tune = client.search_runs([compare_run.info.experiment_id], "tags.entry_point = 'tune'")[0]
+    assert rows["no unlearning"].data.metrics["gus_z"] == pytest.approx(tune.data.metrics["poisoned.gus_z"])
+    assert 0 < rows["no unlearning"].data.metrics["gus_z"] < poisoned["gus_z"]
     assert rows["retrain"].data.metrics["removal"] == 1.0
 
     # again: every study already has its trials, so none is run and no new model version is registered
@@ -90,39 +94,64 @@ def trial_runs(client: MlflowClient, tune_run) -> list:
     return client.search_runs([exp.experiment_id], f"tags.tune_run = '{tune_run.info.run_id}'")
 
 
+def _seed(removal, z, answer, residue=0.0, se=0.02, margin=0.08, improving=0.0):
+    """One seed's best-trial metrics as `Yardstick.judge` logs them (GUS: the residue is mean I_z)."""
+    from scipy import stats
+
+    return {"removal": removal, "residual_z": z, "removal_pvalue": float(2 * stats.norm.sf(abs(z))),
+            "verdict_code": verdict.CODES[answer], "poison_removed": float(answer == verdict.REMOVED),
+            "equivalence_pvalue": 0.5, "residue": residue, "residue_se": se, "residue_raw": residue,
+            "residue_raw_se": 0.06, "equiv_upper": residue - margin, "equiv_upper_se": se,
+            "equiv_lower": residue + margin, "equiv_lower_se": se, "equivalence_margin_abs": margin,
+            "search_still_improving": improving}
+
+
 def test_aggregate_over_seeds_by_hand():
     per_seed = [
-        {"a": {"removal": 0.2, "poison_removed": 0.0}, "b": None},
-        {"a": {"removal": 0.4, "poison_removed": 1.0}, "b": {"removal": 0.9, "poison_removed": 1.0}},
+        {"a": _seed(0.2, 3.0, verdict.NOT_REMOVED), "b": None},
+        {"a": _seed(0.4, 0.5, verdict.INCONCLUSIVE), "b": _seed(0.9, 0.1, verdict.REMOVED)},
     ]
     a, b = report.aggregate(per_seed, ["a", "b"])
     assert a.mean["removal"] == pytest.approx(0.3) and a.std["removal"] == pytest.approx(math.sqrt(0.02))
-    assert (a.n, a.removed, a.missing) == (2, 1, 0)
+    assert (a.n, a.removed, a.missing) == (2, 0, 0) and a.disagree
+    assert a.answers == {verdict.NOT_REMOVED: 1, verdict.INCONCLUSIVE: 1}
     assert (b.n, b.removed, b.missing) == (1, 1, 1) and "removal" not in b.std
-    assert report.verdict_cell(a) == "removed in 1 of 2 seeds: the seeds disagree"  # no residual test to combine
+    assert b.answer != verdict.REMOVED  # a seed without a feasible trial forbids "removed"
+    assert "per seed: 1 not removed, 1 inconclusive" in report.verdict_cell(a)
 
 
 def test_verdict_over_seeds_by_hand():
-    """Per-seed best trials -> the removal's t-interval, the combined (Stouffer) verdict and the search flag."""
+    """Per-seed best trials -> the removal's t-interval, the combined (chi-square + Stouffer) residual test, pooled
+    equivalence, Holm and the search flag."""
     from scipy import stats
 
-    z = [3.0, 1.0, 0.5]  # gus_z of each seed's best trial; seed 0 still detected, seeds 1 and 2 not
-    per_seed = [{"m": {"removal": r, "removal_pvalue": float(stats.norm.sf(zi)), "poison_removed": float(zi < 1.645),
-                       "residual_min_pvalue": 0.0, "search_still_improving": float(i == 2)}}
+    z = [3.0, 1.0, 0.5]  # the verdict part's z of each seed's best trial
+    per_seed = [{"m": _seed(r, zi, verdict.NOT_REMOVED if zi > 1.96 else verdict.INCONCLUSIVE, residue=0.1,
+                            improving=float(i == 2))}
                 for i, (r, zi) in enumerate(zip([0.4, 0.8, 0.9], z, strict=True))]
-    (row,) = report.aggregate(per_seed, ["m"], "stouffer")
+    (row,) = report.aggregate(per_seed, ["m"])
     half = stats.t.ppf(0.975, 2) * stats.sem([0.4, 0.8, 0.9])
     assert row.ci == (pytest.approx(0.7 - half), pytest.approx(0.7 + half))
-    assert row.combined_pvalue == pytest.approx(stats.norm.sf(sum(z) / math.sqrt(3)))  # z = 2.6: detected
-    assert row.combined_removed is False and row.removed == 2 and row.disagree and row.improving == 1
+    p_chi2 = stats.chi2.sf(sum(x * x for x in z), 3)
+    p_st = 2 * stats.norm.sf(sum(z) / math.sqrt(3))
+    assert row.combined_pvalue == pytest.approx(2 * min(p_chi2, p_st))
+    assert row.residual_holm == row.combined_pvalue  # one method: Holm changes nothing
+    assert row.answer == verdict.NOT_REMOVED and row.disagree and row.improving == 1
     cell = report.verdict_cell(row)
-    assert cell.startswith("not removed (Stouffer's z p = 0.0047); removed in 2 of 3 seeds: the seeds disagree")
+    assert cell.startswith(f"not removed (residual p Holm = {row.combined_pvalue:.2g}); per seed: 1 not removed, "
+                           "2 inconclusive")
     assert report.search_cell(row) == "still improving in 1 of 3 seeds: run more trials"
     md = report.markdown([row], 3)
     assert "| m | 0.7 [" in md and "mean [95% t-interval] over seeds" in md
-    # a seed without any feasible trial counts against "removed"
-    (row,) = report.aggregate([*per_seed[1:], {"m": None}], ["m"], "stouffer")
-    assert row.combined_removed is False and "no feasible trial in 1" in report.verdict_cell(row)
+    # residues well inside the margin in every seed, no residual evidence: pooled equivalence says "removed"
+    near = [{"m": _seed(1.0, zi, verdict.INCONCLUSIVE, residue=0.0)} for zi in (0.2, -0.3, 0.1)]
+    (row,) = report.aggregate(near, ["m"])
+    pooled_se = 0.02 / math.sqrt(3)
+    assert row.equivalence_pvalue == pytest.approx(stats.norm.cdf(-0.08 / pooled_se))
+    assert row.answer == verdict.REMOVED and report.verdict_cell(row).startswith("removed (equivalence p Holm")
+    # ... but not when a seed lacks a feasible trial
+    (row,) = report.aggregate([*near[1:], {"m": None}], ["m"])
+    assert row.answer == verdict.INCONCLUSIVE and "no feasible trial in 1" in report.verdict_cell(row)
 
 
 @pytest.mark.parametrize("history, improving", [
@@ -138,8 +167,12 @@ def test_still_improving_by_hand(history, improving):
 
 
 def test_best_at_levels():
-    feas = [{"removal": 0.1, "budget_used": 0.01}, {"removal": 0.5, "budget_used": 0.05},
-            {"removal": 0.3, "budget_used": 0.03}]
+    """At each level, the trial the search would pick there (highest objective on the selection part), reported
+    with its verdict-part removal: an overshoot is not the best case."""
+    feas = [{"removal": 0.1, "objective": -0.9, "budget_used": 0.01},
+            {"removal": 0.5, "objective": -0.45, "budget_used": 0.05},
+            {"removal": 0.3, "objective": -0.7, "budget_used": 0.03},
+            {"removal": 1.9, "objective": -0.95, "budget_used": 0.04}]
     got = report.best_at_levels(feas, [0.005, 0.02, 0.04, 0.1])
     assert math.isnan(got[0]) and got[1:] == [0.1, 0.3, 0.5]
 
@@ -176,15 +209,15 @@ def test_compare_tabulates_attacks_side_by_side(mlflow_store, capsys):
 
 
 def test_side_by_side_by_hand():
-    g = [report.Row("no unlearning", 1, {"gus_z": 6.0, "removal": 0.0}), report.Row("gd", 1, {"gus_z": 3.0,
-                                                                                               "removal": 0.5})]
+    g = [report.Row("no unlearning", 1, {"gus_z": 6.0, "removal": 0.0}),
+         report.Row("gd", 1, {"gus_z": 3.0, "removal": 0.5}, answer=verdict.NOT_REMOVED, residual_holm=0.0027)]
     b = [report.Row("no unlearning", 1, {"backdoor_asr": 0.9, "removal": 0.0}), report.Row("gd", 0)]
     md = report.side_by_side({"gaussian": g, "backdoor": b}, {"gaussian": "gus_z", "backdoor": "backdoor_asr"}, 1)
     lines = md.splitlines()
     assert lines[0] == ("| method | gaussian: GUS z | gaussian: removal | gaussian: poison removed | "
                         "backdoor: backdoor ASR | backdoor: removal | backdoor: poison removed |")
     assert lines[2] == "| no unlearning | 6 | 0 | reference | 0.9 | 0 | reference |"
-    assert lines[3] == "| gd | 3 | 0.5 | not removed | – | – | no feasible trial |"
+    assert lines[3] == "| gd | 3 | 0.5 | not removed (residual p Holm = 0.0027) | – | – | no feasible trial |"
 
 
 @pytest.mark.parametrize("text, needle", [("gaussian,nope", "unknown attack 'nope'"),
@@ -197,11 +230,12 @@ def test_bad_attacks(text, needle):
 
 
 def test_footer_mentions_gus_only_where_there_is_gus():
-    search = "; search: 'still improving' when the best feasible trial came in the last 20% of the trials)\n"
     rows = [report.Row("no unlearning", 1, {"backdoor_asr": 0.9, "removal": 0.0})]
-    assert report.markdown(rows, 1).endswith("\n\n(1 seed" + search)
+    assert "(every column on the verdict part of the units, which the search never saw; 1 seed; poison removed: " \
+        in report.markdown(rows, 1)
     rows = [report.Row("no unlearning", 1, {"gus": 0.4, "gus_se": 0.05, "removal": 0.0})]
-    assert report.markdown(rows, 1).endswith("(1 seed; GUS ± its standard error over poisons" + search)
+    assert "; 1 seed; GUS ± its standard error over the verdict part's poisons; poison removed: " \
+        in report.markdown(rows, 1)
 
 
 def test_an_attack_that_cannot_work_on_the_model_is_refused_before_anything_runs(mlflow_store, capsys, cli_exit):
@@ -239,10 +273,11 @@ def test_compare_over_seeds_combines_each_seeds_best_trial(mlflow_store, capsys)
     assert len(tunes) == 2 and {t.data.params["seed"] for t in tunes} == {"0", "1"}
     assert {t.info.run_name for t in tunes} == {"gd / seed 0", "gd / seed 1"}
     best = [t.data.metrics for t in sorted(tunes, key=lambda t: t.data.params["seed"])]
-    z = [stats.norm.isf(b["removal_pvalue"]) for b in best]
+    z = [b["residual_z"] for b in best]  # each seed's verdict-part z, exactly N(0, 1) without the poison
     m = row_runs(client, run)["gd"].data.metrics
-    assert m["combined_pvalue"] == pytest.approx(stats.norm.sf(sum(z) / math.sqrt(2)), rel=1e-6)
-    assert m["combined_poison_removed"] == float(m["combined_pvalue"] >= verdict.LEVEL)
+    expected = min(1.0, 2 * min(stats.chi2.sf(sum(x * x for x in z), 2), 2 * stats.norm.sf(abs(sum(z)) / math.sqrt(2))))
+    assert m["combined_pvalue"] == pytest.approx(expected, rel=1e-6)
+    assert m["combined_poison_removed"] == float(m["verdict_code"] == verdict.CODES[verdict.REMOVED])
     mean, lo, hi = verdict.mean_ci([b["removal"] for b in best])
     assert (m["removal"], m["removal_ci_low"], m["removal_ci_high"], m["seeds"]) == (
         pytest.approx(mean), pytest.approx(lo), pytest.approx(hi), 2.0)

@@ -14,7 +14,7 @@ import torch
 
 from unlearn_search.context import RunContext
 from unlearn_search.errors import UsageError
-from unlearn_search.unlearning import Discovery, discovered_mask, splits_of, unlearn
+from unlearn_search.unlearning import Discovery, Yardstick, discovered_mask, splits_of, unlearn
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +69,7 @@ def _method(name: str, run):  # type: ignore[no-untyped-def]
 
 def test_removal_is_measured_over_all_poisons_and_over_each_part(default_scenario) -> None:  # type: ignore[no-untyped-def]
     """A method that retrains from scratch on the retain set it is given removes the poisons it was told and keeps
-    the others it took for clean data. Measured on the default at 0.5: removal of the discovered 1.03, of the
-    undiscovered -0.11, over all poisons 0.30."""
+    the others it took for clean data (removal of each part anchored at GUS's exact null: 1 - z_u / z_p)."""
     from unlearn_search.methods import UnlearnResult
     from unlearn_search.models import create_model
     from unlearn_search.training import train
@@ -85,8 +84,9 @@ def test_removal_is_measured_over_all_poisons_and_over_each_part(default_scenari
         return UnlearnResult(fresh.eval(), budget.limit)
 
     discovery = Discovery.of(scenario, 0.5, scores["poisoned"], scores["retrain"], ctx)
+    yard = Yardstick.of(scenario.attack, scores["poisoned"], scores["retrain"], ctx)
     out = unlearn(_method("retrain_told", retrain_on_what_it_is_told), None, 1.0, scenario, models["poisoned"],
-                  metrics, scores["retrain"], ctx, discovery=discovery)
+                  metrics, yard, ctx, discovery=discovery)
     m = out.metrics
     k = scenario.poisoning.n_poison
     assert seen == [round(k / 2)] and m["n_discovered"] == round(k / 2) and m["discovered_fraction"] == 0.5
@@ -101,7 +101,7 @@ def test_removal_is_measured_over_all_poisons_and_over_each_part(default_scenari
     def nothing(model, splits, cfg, budget, c, on_epoch=None):  # type: ignore[no-untyped-def]
         return UnlearnResult(model, 0.0)
 
-    same = unlearn(_method("nothing", nothing), None, 0.1, scenario, models["poisoned"], metrics, scores["retrain"],
+    same = unlearn(_method("nothing", nothing), None, 0.1, scenario, models["poisoned"], metrics, yard,
                    ctx, discovery=discovery).metrics
     assert same["removal_discovered"] == pytest.approx(0.0) and same["removal_undiscovered"] == pytest.approx(0.0)
 

@@ -34,7 +34,7 @@ def test_plan_matches_what_a_real_compare_recorded(mlflow_store, capsys):
     assert poisoned.total == refs["poisoned"]["train_compute"] == 2 * 1437
     assert retrain.total == refs["retrain"]["train_compute"] == s.retrain_cost
     (scenario,) = [r for r in runs if r.data.tags.get("entry_point") == "scenario"]
-    assert s.n_poison == scenario.data.metrics["n_poison"] == 216  # 0.15 of digits' 1,437
+    assert s.n_poison == scenario.data.metrics["n_poison"] == 431  # 0.3 of digits' 1,437
     trials = [r for r in runs if r.data.tags.get("kind") == "trial"]
     assert len(trials) == 4
     for method in ("gd", "ga"):
@@ -47,7 +47,7 @@ def test_plan_matches_what_a_real_compare_recorded(mlflow_store, capsys):
     capsys.readouterr()
     assert cli.main(["plan", *SMALL, "--examples-per-second", "1000"]) == 0
     out = capsys.readouterr().out
-    assert "poisoned model (2 epochs x 1,437)" in out and "retrained reference (2 x 1,221 = R)" in out
+    assert "poisoned model (2 epochs x 1,437)" in out and "retrained reference (2 x 1,006 = R)" in out
     assert f"{plan.total:,.0f}" in out and out.strip().splitlines()[-1].endswith("at 1,000 examples/s (given)")
 
 

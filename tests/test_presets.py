@@ -18,7 +18,7 @@ def _scenario(*argv: str):
 def test_default_preset_is_the_embedded_default():
     cfg = _scenario()
     assert (cfg.dataset, cfg.model, cfg.train) == ("digits", "mlp", TrainConfig())
-    assert cfg.attack_params["poison_fraction"] == 0.15  # the gaussian attack's own default
+    assert cfg.attack_params["poison_fraction"] == 0.3  # the gaussian attack's own default
 
 
 def test_paper_preset_fills_every_unset_flag():

@@ -14,7 +14,7 @@ from unlearn_search.training import TrainConfig
 
 def test_hash_is_stable_and_sensitive():
     a = ScenarioConfig()
-    assert a.hash == ScenarioConfig(attack_params={"eps": 0.5, "poison_fraction": 0.15}).hash  # defaults filled
+    assert a.hash == ScenarioConfig(attack_params={"eps": 0.5, "poison_fraction": 0.3}).hash  # defaults filled
     assert a.hash != ScenarioConfig(seed=1).hash
     assert a.hash != ScenarioConfig(attack_params={"eps": 0.6}).hash
     assert a.hash != ScenarioConfig(train=TrainConfig(epochs=61)).hash

@@ -16,7 +16,7 @@ FAST = ["--train-epochs", "4"]
 def test_unlearn_on_a_fresh_store_builds_the_scenario_logs_and_registers(mlflow_store, capsys):
     assert cli.main(["unlearn", "--method", "gd", "--budget", "0.2", "--lr", "0.05", *FAST]) == 0
     out = capsys.readouterr().out
-    assert "poison NOT removed" in out or "poison removed" in out
+    assert any(f"poison {answer}:" in out for answer in ("not removed", "removed", "inconclusive"))
     runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.entry_point = 'unlearn'")
     assert len(runs) == 1
     run = MlflowClient().get_run(runs["run_id"][0])
@@ -27,16 +27,17 @@ def test_unlearn_on_a_fresh_store_builds_the_scenario_logs_and_registers(mlflow_
         assert key in m, key
     assert 0 < m["budget_used"] <= 0.2 + 1e-9
     assert p["method"] == "gd" and p["method.lr"] == "0.05" and p["budget"] == "0.2"
-    # removal is computed from the logged references, exactly as PAPER.md section 5 defines it
-    expected = (m["poisoned.gus_z"] - m["gus_z"]) / (m["poisoned.gus_z"] - m["retrain.gus_z"])
-    assert m["removal"] == pytest.approx(expected)
+    # removal is anchored at GUS's exact null: 1 - r_u / r_p with the logged residues (mean I_z on the verdict part,
+    # adjusted by the retrained reference's I_z), and near the plain 1 - z_u / z_p of the logged z-scores
+    assert m["removal"] == pytest.approx(1 - m["residue"] / m["poisoned.residue"])
+    assert abs(m["removal"] - (1 - m["gus_z"] / m["poisoned.gus_z"])) < 0.5
     # the unlearned model is registered with lineage
     (mv,) = MlflowClient().search_model_versions(f"name = '{tracking.registered_name(tracking.unlearned_role('gd'))}'")
     assert mv.tags["method"] == "gd" and mv.tags["source_model"] == f"{tracking.registered_name('poisoned')}/1"
     assert mv.tags["scenario_hash"] == run.data.tags["scenario_hash"]
     assert mv.tags["param.lr"] == "0.05" and mv.tags["retrain_model"] == f"{tracking.registered_name('retrain')}/1"
     # the version says how good it is: verdict and numbers in its description, its own metrics and params
-    assert f"poison **{'removed' if m['poison_removed'] else 'NOT removed'}**" in mv.description
+    assert f"poison **{run.data.tags['verdict']}**" in mv.description
     assert f"| removal (0 = none, 1 = retrain) | {m['removal']:.4g} | 0 | 1 |" in mv.description
     logged = mlflow.get_logged_model(mv.source.removeprefix("models:/"))  # the version's logged model
     assert logged.name == "gd" and logged.params["lr"] == "0.05"
@@ -121,6 +122,8 @@ def test_a_collapsed_model_says_utility_was_lost(mlflow_store, capsys):
 def test_a_model_whose_outputs_overflow_is_a_divergence_not_a_crash(mlflow_store, capsys):
     """lr 1e6 leaves finite weights whose outputs overflow: the MIA's losses are NaN. It used to crash in scoring;
     now it is the one-line divergence error (exit 1)."""
-    code = cli.main(["unlearn", "--method", "gd", "--lr", "1e6", "--budget", "0.05", "--register", "false", *FAST])
+    # 15% poisons: the scenario where lr 1e6 leaves finite weights (with the default's 30% they become inf)
+    code = cli.main(["unlearn", "--method", "gd", "--lr", "1e6", "--budget", "0.05", "--register", "false",
+                     "--poison-fraction", "0.15", *FAST])
     last = capsys.readouterr().err.strip().splitlines()[-1]  # before it: MLflow's own registration messages
     assert code == 1 and last.startswith("error: gd diverged (finite weights, but") and "overflow" in last, last

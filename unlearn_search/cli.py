@@ -92,6 +92,17 @@ def _given(value: Any, preset_value: Any) -> Any:
     return preset_value if value is None or value == "default" else value
 
 
+def _add_verdict_args(p: argparse.ArgumentParser) -> None:
+    from .verdict import EQUIVALENCE_MARGIN, SELECT_FRACTION
+
+    p.add_argument("--select-fraction", type=float, default=SELECT_FRACTION,
+                   help="share of the poisons (the attack's units) the search selects its best trial on; the verdict "
+                        "is computed on the rest, which the search never sees (in (0, 1))")
+    p.add_argument("--equivalence-margin", type=float, default=EQUIVALENCE_MARGIN,
+                   help="'removed' needs the residue within this fraction of the poisoned model's residue, with 95%% "
+                        "confidence (in (0, 1); 0.2: at least 80%% of the poison's signal gone)")
+
+
 def _prepare(a: argparse.Namespace) -> tuple[Any, Any, Any]:
     """Validate the scenario, its data and the device before anything is written: (config, run context, data)."""
     from .context import RunContext, select_device
@@ -104,6 +115,15 @@ def _prepare(a: argparse.Namespace) -> tuple[Any, Any, Any]:
     attack = cfg.make_attack()
     attack.check_data(data)
     attack.n_poisons(len(data.x_train))  # a count of poisons larger than the training set fails here
+    if hasattr(a, "select_fraction"):  # the verdict's split and margin, before any run exists
+        from .unlearning import check_split
+        from .verdict import check_fraction
+
+        check_fraction("equivalence_margin", a.equivalence_margin)
+        check_fraction("select_fraction", a.select_fraction)
+        n_units = attack.n_units(data)
+        if n_units is not None:
+            check_split(attack, n_units, a.select_fraction)
     return cfg, ctx, data
 
 
@@ -149,26 +169,29 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
                              **{f"method.{k}": v for k, v in cfg_params.items()}})
         tracking.set_tags({"device": str(ctx.device)})
         refs = ensure_references(cfg, ctx)
-        retrain_scores = refs.scenario.attack.scores(refs.models["retrain"], refs.scenario.data,
-                                                     refs.scenario.poisoning, ctx)
+        from .search import TuneConfig
+        from .tune import reference_parts, yardstick
+
+        yard = yardstick(TuneConfig(method=method.name, select_fraction=a.select_fraction,
+                                    equivalence_margin=a.equivalence_margin), refs, ctx)
         discovery = None
         if a.discovered_fraction < 1:
-            poisoned_scores = refs.scenario.attack.scores(refs.models["poisoned"], refs.scenario.data,
-                                                          refs.scenario.poisoning, ctx)
-            discovery = Discovery.of(refs.scenario, a.discovered_fraction, poisoned_scores, retrain_scores, ctx)
+            discovery = Discovery.of(refs.scenario, a.discovered_fraction, yard.poisoned, yard.retrain, ctx)
 
         def on_epoch(epoch: int, model: Any, values: dict[str, float]) -> None:
             log.info("  %s epoch %d: %s", method.name, epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
             tracking.log_metrics(values, prefix="epoch.", step=epoch)
 
         out = unlearn(method, mcfg, a.budget, refs.scenario, refs.models["poisoned"], refs.metrics,
-                      retrain_scores, ctx, on_epoch=on_epoch, utility_tolerance=a.utility_tolerance,
+                      yard, ctx, on_epoch=on_epoch, utility_tolerance=a.utility_tolerance,
                       discovery=discovery)
+        parts = reference_parts(refs, yard)
         tracking.log_metrics(out.metrics)
         for role in ("poisoned", "retrain"):
-            tracking.log_metrics(refs.metrics[role], prefix=f"{role}.")
+            tracking.log_metrics(parts[role], prefix=f"{role}.")
         removed = bool(out.metrics["poison_removed"])
-        tracking.set_tags({"poison_removed": str(removed).lower()})
+        answer = report.answer_of(out.metrics)
+        tracking.set_tags({"poison_removed": str(removed).lower(), "verdict": answer})
         if a.register:
             hparams = {**cfg_params, "budget": a.budget}
             lineage = {"scenario_hash": cfg.hash, "method": method.name, **tracking.reference_tags(refs.versions),
@@ -182,17 +205,17 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
                                     params=hparams, metrics=out.metrics, description=description,
                                     tokenizer=refs.scenario.data.tokenizer)
             log.info("registered %s v%s", mv.name, mv.version)
-    table = {"poisoned": refs.metrics["poisoned"], method.name: out.metrics, "retrain": refs.metrics["retrain"]}
+    table = {"poisoned": parts["poisoned"], method.name: out.metrics, "retrain": parts["retrain"]}
     _print_table(f"{method.name} on scenario {cfg.hash}, budget {a.budget:g}", table)
     key = refs.scenario.attack.removal_metric
     acc, acc_p = out.metrics["test_acc"], refs.metrics["poisoned"]["test_acc"]
     utility = (f"utility kept (test accuracy {acc:.3g}, poisoned {acc_p:.3g})" if acc >= acc_p - a.utility_tolerance
                else f"UTILITY LOST: test accuracy {acc:.3g} against the poisoned model's {acc_p:.3g} (tolerance "
                     f"{a.utility_tolerance:g}), so the removal does not count")
-    print(f"removal {out.metrics['removal']:.3f} ({key}: poisoned {refs.metrics['poisoned'][key]:.3g}, "
-          f"unlearned {out.metrics[key]:.3g}, retrain {refs.metrics['retrain'][key]:.3g}); {utility}; "
-          f"poison {'removed' if removed else 'NOT removed'} ({refs.scenario.attack.residual_test}: "
-          f"p = {out.metrics['removal_pvalue']:.3g})")
+    print(f"removal {out.metrics['removal']:.3f} on the verdict part ({key}: poisoned {parts['poisoned'][key]:.3g}, "
+          f"unlearned {out.metrics[key]:.3g}, retrain {parts['retrain'][key]:.3g}); {utility}; "
+          f"poison {answer}: {report.answer_reason(out.metrics, answer, a.equivalence_margin)} "
+          f"({refs.scenario.attack.residual_test})")
     return 0
 
 
@@ -205,7 +228,8 @@ def cmd_tune(a: argparse.Namespace) -> int:
     check_range("sampler_seed", seed, low=0, high=SEED_MAX)
     tc = TuneConfig(method=a.method, n_trials=a.n_trials, timeout=a.timeout, budget_max=a.budget_max, seed=seed,
                     storage=a.storage, study_name=a.study_name, utility_tolerance=a.utility_tolerance, mode=a.mode,
-                    discovered_fraction=a.discovered_fraction)
+                    discovered_fraction=a.discovered_fraction, select_fraction=a.select_fraction,
+                    equivalence_margin=a.equivalence_margin)
     cfg, ctx, _ = _prepare(a)
     _warn_literal_secret(tc.storage)
     connect_storage(tc.storage)  # before any MLflow run exists, so a bad URL creates nothing
@@ -238,7 +262,8 @@ def cmd_compare(a: argparse.Namespace) -> int:
         raise UsageError(f"ulira=true applies when every poison is told; discovered_fraction={a.discovered_fraction} "
                          "is not 1")
     template = TuneConfig(method=methods[0], n_trials=a.n_trials, budget_max=a.budget_max, storage=a.storage,
-                          utility_tolerance=a.utility_tolerance, discovered_fraction=fractions[0])
+                          utility_tolerance=a.utility_tolerance, discovered_fraction=fractions[0],
+                          select_fraction=a.select_fraction, equivalence_margin=a.equivalence_margin)
     from .presets import PRESETS
 
     seeds = _given(a.seeds, PRESETS.get(a.preset).seeds)
@@ -487,6 +512,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                     help="largest test-accuracy drop from the poisoned model that still counts as utility kept")
     un.add_argument("--register", type=_parse_bool, default=True, help="register the unlearned model (true/false)")
     un.add_argument("--discovered-fraction", type=float, default=1.0, help=DISCOVERED_HELP)
+    _add_verdict_args(un)
     _add_scenario_args(un)
     name = _method_from_argv(argv)
     if name is not None and name in METHODS:
@@ -513,6 +539,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                     "grpc://host:port (more workers than a database serves); $VARS come from the environment")
     tu.add_argument("--study-name", default="", help="default: <method>-<scenario hash>")
     tu.add_argument("--discovered-fraction", type=float, default=1.0, help=DISCOVERED_HELP)
+    _add_verdict_args(tu)
     tu.add_argument("--sampler-seed", type=int, default=-1,
                     help="seed of Optuna's sampler (-1: use --seed); every worker of a study uses the study's seed "
                          "(each trial's draws are seeded from it and the trial number, so workers never repeat "
@@ -540,6 +567,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     co.add_argument("--storage", default="optuna_journal.log", help="Optuna storage (as for tune)")
     co.add_argument("--utility-tolerance", type=float, default=0.02,
                     help="a trial is infeasible if test accuracy drops more than this below the poisoned model's")
+    _add_verdict_args(co)
     co.add_argument("--wait-for-workers", type=float, default=0.0, metavar="SECONDS",
                     help="let running tune workers fill each method's study (shared --storage; a worker runs `tune` "
                          "with the same scenario options, its --seed and --method, and joins the study by its "

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import plots, report, tracking
+from . import plots, report, tracking, verdict
 from .attacks import ATTACKS
 from .context import RunContext
 from .errors import UsageError, check_range
@@ -125,22 +125,24 @@ def run_compare(
             hashes.append(cfg.hash)
             sctx = RunContext(seed=seed, device=ctx.device)
             refs = ensure_references(cfg, sctx)
-            rows: dict[str, dict[str, float] | None] = {
-                "no unlearning": {**refs.metrics["poisoned"], "removal": 0.0, "budget_used": 0.0},
-            }
+            rows: dict[str, dict[str, float] | None] = {}
+            references: dict[str, dict[str, float]] = {}
             for m in methods:
                 log.info("seed %d: %s", seed, m)
                 tc = dataclasses.replace(tune_template, method=m, seed=seed, study_name="")
                 if wait_s > 0:
                     wait_for_trials(tc, cfg.hash, wait_s)
                 summary = run_tune(tc, cfg, sctx, experiment, nested=True, top_up=True)
+                references = summary["references"]  # on the verdict part, the same for every method of a seed
                 best = summary.get("best_metrics")
+                if summary.get("too_weak"):
+                    best = {**references["poisoned"], "removal": float("nan"), "verdict_code": float("nan")}
                 rows[m] = None if best is None else {
-                    **best, "residual_min_pvalue": summary["residual_min_pvalue"],
-                    "search_still_improving": float(report.still_improving(summary["history"]))}
+                    **best, "search_still_improving": float(report.still_improving(summary["history"]))}
                 curves[m].append(report.best_at_levels(summary["feasible"], levels))
                 histories[m].append(summary["history"])
-            rows["retrain"] = {**refs.metrics["retrain"], "removal": 1.0, "budget_used": 1.0}
+            rows = {"no unlearning": {**references["poisoned"], "budget_used": 0.0}, **rows,
+                    "retrain": {**references["retrain"], "budget_used": 1.0}}
             if lira_shadows:
                 _add_lira(rows, refs, cfg, methods, lira_shadows, sctx, ulira, told)
             if hypotheses:
@@ -218,8 +220,11 @@ def _row_runs(table: list[report.Row], base: ScenarioConfig, name_suffix: str = 
         extra = {"removal_ci_low": row.ci[0], "removal_ci_high": row.ci[1], "removed_seeds": float(row.removed),
                  "seeds": float(row.n + row.missing), "combined_pvalue": row.combined_pvalue,
                  "search_still_improving_seeds": float(row.improving)}
-        if row.combined_removed is not None:
-            extra["combined_poison_removed"] = float(row.combined_removed)
+        if row.answer is not None:  # the answer over seeds, as the table says it (Holm-adjusted)
+            extra.update({"combined_poison_removed": float(row.answer == verdict.REMOVED),
+                          "verdict_code": verdict.CODES[row.answer], "equivalence_pvalue": row.equivalence_pvalue,
+                          "residual_pvalue_holm": row.residual_holm, "equivalence_pvalue_holm": row.equivalence_holm,
+                          "needed_factor": row.needed})
         tracking.log_finished_run(row.name + name_suffix, tags,
                                   {k: v for k, v in {**row.mean, **extra}.items() if math.isfinite(v)},
                                   link_tag="compare_run")

@@ -34,9 +34,12 @@ def _legend_beside(ax: plt.Axes, fontsize: int = 7) -> None:
 
 
 def removal_vs_compute(
-    budget: Sequence[float], removal: Sequence[float], feasible: Sequence[bool], labels: Sequence[str], title: str
+    budget: Sequence[float], removal: Sequence[float], feasible: Sequence[bool], labels: Sequence[str], title: str,
+    ylabel: str = "poison removal (0 = none, 1 = retrain)",
 ) -> tuple[Figure, go.Figure]:
-    """Each trial's removal against the compute it used, with the no-unlearning (0, 0) and retrain (1, 1) points."""
+    """Each trial's removal against the compute it used, with the no-unlearning (0, 0) and retrain (1, 1) points
+    (the search aims at the retrain line: above it is an overshoot, as far from retraining as the same distance
+    below)."""
     b, r, f = np.asarray(budget, float), np.asarray(removal, float), np.asarray(feasible, bool)
     fig, ax = plt.subplots(figsize=(6 + LEGEND_WIDTH, 4))
     ax.scatter(b[f], r[f], label="trial (utility kept)", color="tab:blue")
@@ -45,7 +48,7 @@ def removal_vs_compute(
     ax.scatter([1], [1], color="tab:green", marker="*", s=150, label="retrain (cost 1.0)")
     ax.set_xscale("symlog", linthresh=0.01)
     ax.set_xlabel("compute used (fraction of retraining)")
-    ax.set_ylabel("poison removal (0 = none, 1 = retrain)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.axhline(1.0, color="tab:green", lw=0.5, ls="--")
     _legend_beside(ax, fontsize=8)
@@ -57,7 +60,7 @@ def removal_vs_compute(
                    text=[lab for lab, ok in zip(labels, f, strict=True) if not ok])
     pf.add_scatter(x=[0], y=[0], mode="markers", name="no unlearning", marker_symbol="square")
     pf.add_scatter(x=[1], y=[1], mode="markers", name="retrain", marker_symbol="star", marker_size=14)
-    pf.update_layout(title=title, xaxis_title="compute used (fraction of retraining)", yaxis_title="poison removal")
+    pf.update_layout(title=title, xaxis_title="compute used (fraction of retraining)", yaxis_title=ylabel)
     return fig, pf
 
 
@@ -84,31 +87,32 @@ def iz_distributions(series: dict[str, np.ndarray], title: str) -> tuple[Figure,
     return fig, pf
 
 
-def history(values: Sequence[float], title: str) -> tuple[Figure, go.Figure]:
+def history(values: Sequence[float], title: str,
+            ylabel: str = "closeness to retraining, -|1 - removal|") -> tuple[Figure, go.Figure]:
     """Objective per trial and the best so far (feasible trials only; NaN where a trial has no value)."""
     v = np.asarray(values, float)
     best = np.fmax.accumulate(np.where(np.isfinite(v), v, -np.inf))
     best[~np.isfinite(best)] = np.nan
     x = np.arange(len(v))
     fig, ax = plt.subplots(figsize=(6 + LEGEND_WIDTH, 4))
-    ax.scatter(x, v, label="trial removal", s=15)
+    ax.scatter(x, v, label="trial", s=15)
     ax.step(x, best, where="post", color="tab:red", label="best so far")
     ax.set_xlabel("trial")
-    ax.set_ylabel("removal")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     _legend_beside(ax, fontsize=8)
     fig.tight_layout()
     pf = go.Figure()
-    pf.add_scatter(x=x, y=v, mode="markers", name="trial removal")
+    pf.add_scatter(x=x, y=v, mode="markers", name="trial")
     pf.add_scatter(x=x, y=best, mode="lines", line_shape="hv", name="best so far")
-    pf.update_layout(title=title, xaxis_title="trial", yaxis_title="removal")
+    pf.update_layout(title=title, xaxis_title="trial", yaxis_title=ylabel)
     return fig, pf
 
 
 def importances(names: Sequence[str], values: Sequence[float], title: str) -> tuple[Figure, go.Figure]:
     fig, ax = plt.subplots(figsize=(6, max(2.0, 0.4 * len(names) + 1)))
     ax.barh(list(names), list(values))
-    ax.set_xlabel("importance for removal (fANOVA)")
+    ax.set_xlabel("importance for closeness to retraining (fANOVA)")
     ax.set_title(title)
     fig.tight_layout()
     pf = go.Figure(go.Bar(x=list(values), y=list(names), orientation="h"))

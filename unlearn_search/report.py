@@ -57,27 +57,94 @@ class Row:
     n: int  # seeds with a value
     mean: dict[str, float] = field(default_factory=dict)
     std: dict[str, float] = field(default_factory=dict)  # across seeds (n > 1)
-    removed: int = 0  # seeds where the verdict says "poison removed"
+    removed: int = 0  # seeds whose own answer is "removed"
     missing: int = 0  # seeds without a feasible trial
     values: dict[str, list[float]] = field(default_factory=dict)  # per seed with a value, in seed order
     ci: tuple[float, float] = (math.nan, math.nan)  # 95% interval of the mean removal over seeds
     combined_pvalue: float = math.nan  # the seeds' residual tests combined (`verdict.combined_pvalue`)
-    combined_removed: bool | None = None  # the verdict over seeds (None for the reference rows)
+    equivalence_pvalue: float = math.nan  # the seeds' equivalence tests combined (`verdict.combined_equivalence`)
+    residual_holm: float = math.nan  # combined_pvalue, Holm-adjusted across the methods of the comparison
+    equivalence_holm: float = math.nan  # equivalence_pvalue, Holm-adjusted likewise
+    answer: str | None = None  # the verdict over seeds (None for the reference rows)
+    answers: dict[str, int] = field(default_factory=dict)  # per-seed answers, counted
+    needed: float = math.nan  # inconclusive: about how many times the verdict units (or seeds) would decide it
+    weak: int = 0  # seeds where the attack was too weak to judge
     improving: int = 0  # seeds whose search was still improving at its end
-    combination: str = "stouffer"  # how the seeds' tests were combined
+    combination: str = "chi2_stouffer"  # how the seeds' residual tests were combined
+
+    @property
+    def combined_removed(self) -> bool | None:
+        return None if self.answer is None else self.answer == verdict.REMOVED
 
     @property
     def disagree(self) -> bool:
-        return 0 < self.removed < self.n
+        return len([k for k, v in self.answers.items() if v]) > 1
+
+
+def answer_of(metrics: Mapping[str, float]) -> str:
+    """One seed's answer from its logged ``verdict_code`` (`verdict.CODES`)."""
+    code = metrics.get("verdict_code", math.nan)
+    if not math.isfinite(code):
+        return verdict.TOO_WEAK
+    return next(a for a, c in verdict.CODES.items() if c == code)
+
+
+def answer_reason(m: Mapping[str, float], answer: str, margin: float) -> str:
+    """Why, in words: the test that decided, or what would decide an inconclusive answer."""
+    if answer == verdict.NOT_REMOVED:
+        return f"the residual test rejects (p = {m.get('removal_pvalue', math.nan):.2g})"
+    if answer == verdict.REMOVED:
+        return (f"equivalence shown: the residue is within ±{margin:g} × the poisoned model's "
+                f"(TOST p = {m.get('equivalence_pvalue', math.nan):.2g})")
+    if answer == verdict.INCONCLUSIVE:
+        return (f"neither the residual test (p = {m.get('removal_pvalue', math.nan):.2g}) nor equivalence within "
+                f"±{margin:g} × the poisoned residue (p = {m.get('equivalence_pvalue', math.nan):.2g}) decides; "
+                + _needed_words(m.get("needed_factor", math.nan), seeds=False))
+    if answer == verdict.UTILITY_LOST:
+        return "test accuracy fell below the tolerance"
+    return "the poisoned model's residue is not detected on the verdict part"
+
+
+def _needed_words(factor: float, seeds: bool) -> str:
+    if not math.isfinite(factor):
+        return "no amount of data would decide it at this residue (it sits at the margin)"
+    what = "the verdict units or the seeds" if seeds else "the verdict units (poisons, or seeds over a comparison)"
+    return f"about {max(factor, 1.0):.2g}× {what} would decide it"
+
+
+def _combine(row: Row, present: Sequence[Mapping[str, float]]) -> None:
+    """The seeds' verdict-part tests combined (before Holm's correction across methods)."""
+    judged = [v for v in present if not v.get("attack_too_weak", 0.0)]
+    row.weak = len(present) - len(judged)
+    if not judged:
+        return
+    if row.combination == "chi2_stouffer" and all(math.isfinite(v.get("residual_z", math.nan)) for v in judged):
+        row.combined_pvalue = verdict.combined_pvalue([v["residual_z"] for v in judged], "chi2_stouffer")
+    else:
+        row.combined_pvalue = verdict.combined_pvalue([v["removal_pvalue"] for v in judged], "fisher")
+    est = verdict.Estimate
+    uppers = [est(v["equiv_upper"], v["equiv_upper_se"], math.inf) for v in judged]
+    lowers = [est(v["equiv_lower"], v["equiv_lower_se"], math.inf) if "equiv_lower" in v else None for v in judged]
+    residues = [est(v["residue"], v["residue_se"], math.inf) for v in judged]
+    if len(judged) == 1:  # one seed: its own (t-based) equivalence test
+        row.equivalence_pvalue = judged[0]["equivalence_pvalue"]
+    else:
+        row.equivalence_pvalue = verdict.combined_equivalence(uppers, lowers, residues)
+    res, raw = verdict.pooled(residues), verdict.pooled(
+        [est(v["residue_raw"], v["residue_raw_se"], math.inf) for v in judged])
+    margin = float(np.mean([abs(v["equivalence_margin_abs"]) for v in judged]))
+    row.needed = verdict.needed_factor(res.value, res.se, margin, raw.value, raw.se,
+                                       two_sided=lowers[0] is not None)
 
 
 def aggregate(
     per_seed: Sequence[dict[str, dict[str, float] | None]],
     order: Sequence[str],
-    combination: str = "stouffer",
+    combination: str = "chi2_stouffer",
 ) -> list[Row]:
-    """Rows over seeds: means and standard deviations, the removal's 95% interval, the per-seed and the combined
-    verdict. A method's per-seed metrics may carry ``residual_min_pvalue`` and ``search_still_improving``."""
+    """Rows over seeds: means and standard deviations, the removal's 95% interval, the per-seed answers and the
+    answer over seeds: the seeds' residual and equivalence tests combined, then Holm-adjusted across the method
+    rows (`verdict.holm`), then `verdict.decide`. A seed without a feasible trial forbids "removed"."""
     rows = []
     for name in order:
         values = [seed_rows.get(name) for seed_rows in per_seed]
@@ -91,18 +158,25 @@ def aggregate(
                 row.mean[key] = float(xs.mean())
                 if len(xs) > 1:
                     row.std[key] = float(xs.std(ddof=1))
-        row.removed = sum(int(v.get("poison_removed", 0.0) >= 0.5) for v in present)
         row.improving = sum(int(v.get("search_still_improving", 0.0) >= 0.5) for v in present)
         if "removal" in row.values and name not in REFERENCE_ROWS:
             _, lo, hi = verdict.mean_ci(row.values["removal"])
             row.ci = (lo, hi)
-        if name not in REFERENCE_ROWS and present and all("removal_pvalue" in v for v in present):
-            p, removed = verdict.seeds_verdict(
-                [v["removal_pvalue"] for v in present], [v.get("residual_min_pvalue", 0.0) for v in present],
-                [v.get("poison_removed", 0.0) >= 0.5 for v in present], combination)
-            row.combined_pvalue = p
-            row.combined_removed = removed and row.missing == 0
+        if name not in REFERENCE_ROWS and present and all("verdict_code" in v for v in present):
+            for v in present:
+                a = answer_of(v)
+                row.answers[a] = row.answers.get(a, 0) + 1
+            row.removed = row.answers.get(verdict.REMOVED, 0)
+            _combine(row, present)
         rows.append(row)
+    tested = [r for r in rows if r.name not in REFERENCE_ROWS and r.answers]
+    for r, p_res, p_eq in zip(tested, verdict.holm([r.combined_pvalue for r in tested]),
+                              verdict.holm([r.equivalence_pvalue for r in tested]), strict=True):
+        r.residual_holm, r.equivalence_holm = p_res, p_eq
+        r.answer = verdict.decide(p_res if math.isfinite(p_res) else 1.0, p_eq if math.isfinite(p_eq) else 1.0,
+                                  too_weak=r.weak == r.n)
+        if r.answer == verdict.REMOVED and r.missing:
+            r.answer = verdict.INCONCLUSIVE  # utility was lost in a seed: not removed there at any setting
     return rows
 
 
@@ -120,25 +194,35 @@ def _cell(row: Row, key: str) -> str:
 
 
 def headline(rows: Sequence[Row], n_seeds: int, attack: str, lira_shadows: int = 0) -> str:
-    """The comparison's answer in one sentence: which methods removed the poison at their best case, and the best
-    mean removal found; with LiRA (``lira_shadows``), which methods' best models it still sees as members."""
+    """The comparison's answer in one sentence: which methods' best cases removed the poison, which did not, which
+    the data cannot decide, and the best mean removal found; with LiRA (``lira_shadows``), which methods' best
+    models it still sees as members."""
     methods = [r for r in rows if r.name not in REFERENCE_ROWS]
     over = f"over {n_seeds} seeds" if n_seeds > 1 else "on 1 seed"
-    removed = [r.name for r in methods if (r.combined_removed if r.combined_removed is not None
-                                           else r.n > 0 and r.removed == r.n)]
     if not methods:
         return f"{attack} poisoning, {over}: no method compared."
-    if removed:
-        who = f"{', '.join(removed)} removed the poison" + ("" if len(removed) == len(methods) else
-                                                            f"; {len(methods) - len(removed)} of {len(methods)} "
-                                                            "methods did not")
-    else:
-        who = f"none of the {len(methods)} methods removed the poison, even at its best case"
+    groups: dict[str, list[str]] = {}
+    for r in methods:
+        groups.setdefault(r.answer or ("no feasible trial" if r.n == 0 else verdict.INCONCLUSIVE), []).append(r.name)
+    if groups.get(verdict.TOO_WEAK) and len(groups[verdict.TOO_WEAK]) == len(methods):
+        return f"{attack} poisoning, {over}: {verdict.TOO_WEAK} (the poisoned model's residue is not detected)."
+    parts = []
+    if groups.get(verdict.REMOVED):
+        parts.append(f"{', '.join(groups[verdict.REMOVED])} removed the poison (equivalence shown)")
+    if groups.get(verdict.NOT_REMOVED):
+        nr = groups[verdict.NOT_REMOVED]
+        parts.append("none of the methods removed the poison, even at its best case" if len(nr) == len(methods)
+                     else f"{', '.join(nr)} did not remove it")
+    if groups.get(verdict.INCONCLUSIVE):
+        parts.append(f"{', '.join(groups[verdict.INCONCLUSIVE])}: inconclusive (more data needed)")
+    for other in ("no feasible trial", verdict.TOO_WEAK):
+        if groups.get(other):
+            parts.append(f"{', '.join(groups[other])}: {other}")
     scored = [r for r in methods if "removal" in r.mean]
-    best = max(scored, key=lambda r: r.mean["removal"], default=None)
-    top = (f" Highest mean removal: {best.name}, {_cell(best, 'removal')} (0 = no unlearning, 1 = retraining)."
-           if best is not None else "")
-    return f"{attack} poisoning, {over}: {who}.{top}{_lira_sentence(rows) if lira_shadows else ''}"
+    best = max(scored, key=lambda r: -abs(1 - r.mean["removal"]), default=None)
+    top = (f" Closest to retraining on mean removal: {best.name}, {_cell(best, 'removal')} (0 = no unlearning, "
+           "1 = retraining)." if best is not None else "")
+    return f"{attack} poisoning, {over}: {'; '.join(parts)}.{top}{_lira_sentence(rows) if lira_shadows else ''}"
 
 
 def _lira_sentence(rows: Sequence[Row]) -> str:
@@ -153,22 +237,30 @@ def _lira_sentence(rows: Sequence[Row]) -> str:
 
 
 def verdict_cell(row: Row) -> str:
-    """The verdict in words: per seed, and over seeds with the combined test; disagreeing seeds are said so."""
+    """The answer in words, with the test that decided it (Holm-adjusted over the comparison's methods) and the
+    per-seed answers when there are several seeds."""
     if row.n == 0:
         return "no feasible trial"
     if row.name in REFERENCE_ROWS:
         return "reference"
-    if row.n == 1 and row.missing == 0:
-        return "removed" if row.removed else "not removed"
-    total = row.n + row.missing
-    if row.combined_removed is None:  # no residual test to combine
-        text = f"removed in {row.removed} of {total} seeds"
+    if row.answer is None:
+        return "–"
+    holm = " Holm"
+    if row.answer == verdict.NOT_REMOVED:
+        text = f"not removed (residual p{holm} = {row.residual_holm:.2g})"
+    elif row.answer == verdict.REMOVED:
+        text = f"removed (equivalence p{holm} = {row.equivalence_holm:.2g})"
+    elif row.answer == verdict.INCONCLUSIVE:
+        text = (f"inconclusive (residual p{holm} = {row.residual_holm:.2g}, equivalence p{holm} = "
+                f"{row.equivalence_holm:.2g}; {_needed_words(row.needed, seeds=True)})")
     else:
-        test = verdict.COMBINATION_NAMES[row.combination]
-        text = "removed" if row.combined_removed else "not removed"
-        text += f" ({test} p = {row.combined_pvalue:.2g}); removed in {row.removed} of {total} seeds"
-    if row.disagree:
-        text += ": the seeds disagree"
+        text = row.answer
+    total = row.n + row.missing
+    if total > 1:
+        counts = ", ".join(f"{v} {k}" for k, v in row.answers.items() if v)
+        text += f"; per seed: {counts}"
+    if row.weak and row.answer != verdict.TOO_WEAK:
+        text += f"; attack too weak to judge in {row.weak}"
     if row.missing:
         text += f"; no feasible trial in {row.missing}"
     return text
@@ -195,13 +287,15 @@ def markdown(rows: Sequence[Row], n_seeds: int, keys: Sequence[str] | None = Non
     for r in rows:
         lines.append("| " + " | ".join([r.name, *(_cell(r, k) for k, _ in cols), verdict_cell(r),
                                         *([search_cell(r)] if keys is None else [])]) + " |")
-    if n_seeds > 1:
-        note = (f"{n_seeds} seeds, each a full scenario with its own references and search; removal: mean [95% "
-                f"t-interval] over seeds; other columns: mean ± std over seeds; poison removed: "
-                f"{verdict.COMBINATION_NAMES[rows[0].combination]} combining the per-seed tests at level "
-                f"{verdict.LEVEL}")
-    else:
-        note = "1 seed" + ("; GUS ± its standard error over poisons" if any("gus" in r.mean for r in rows) else "")
+    note = ("every column on the verdict part of the units, which the search never saw; "
+            + (f"{n_seeds} seeds, each a full scenario with its own references and search; removal: mean [95% "
+               f"t-interval] over seeds; other columns: mean ± std over seeds" if n_seeds > 1 else "1 seed"
+               + ("; GUS ± its standard error over the verdict part's poisons"
+                  if any("gus" in r.mean for r in rows) else "")))
+    note += (f"; poison removed: 'not removed' when the residual test rejects, 'removed' when equivalence within the "
+             f"margin is shown, else 'inconclusive', each at level {verdict.LEVEL}, Holm-adjusted across the methods"
+             + (f", the seeds combined ({verdict.COMBINATION_NAMES.get(rows[0].combination, rows[0].combination)} "
+                "for the residual test, inverse-variance pooling for equivalence)" if n_seeds > 1 else ""))
     note += (f"; search: 'still improving' when the best feasible trial came in the last "
              f"{IMPROVING_TAIL:.0%} of the trials")
     return "\n".join(lines) + f"\n\n({note})\n"
@@ -210,7 +304,8 @@ def markdown(rows: Sequence[Row], n_seeds: int, keys: Sequence[str] | None = Non
 def per_seed_csv(per_seed: Sequence[dict[str, dict[str, float] | None]], seeds: Sequence[int],
                  order: Sequence[str]) -> str:
     """One line per (seed, row): what the aggregated table is made of."""
-    keys = ["budget_used", "test_acc", "removal", "removal_pvalue", "poison_removed", "search_still_improving"]
+    keys = ["budget_used", "test_acc", "removal", "removal_pvalue", "equivalence_pvalue", "verdict_code",
+            "poison_removed", "search_still_improving"]
     out = [",".join(["seed", "method", *keys])]
     for seed, rows in zip(seeds, per_seed, strict=True):
         for name in order:
@@ -241,12 +336,13 @@ def side_by_side(tables: Mapping[str, Sequence[Row]], metrics: Mapping[str, str]
 
 def csv(rows: Sequence[Row]) -> str:
     keys = [k for k, _ in _columns(rows)] + ["gus_se", "removal_pvalue"]
-    head = ["method", "n_seeds", "removed", "combined_pvalue", "combined_removed", "removal_ci_low",
-            "removal_ci_high", "search_still_improving", *keys, *(f"{k}_std" for k in keys)]
+    head = ["method", "n_seeds", "removed", "combined_pvalue", "equivalence_pvalue", "residual_holm",
+            "equivalence_holm", "answer", "removal_ci_low", "removal_ci_high", "search_still_improving", *keys,
+            *(f"{k}_std" for k in keys)]
     out = [",".join(head)]
     for r in rows:
-        combined = "" if r.combined_removed is None else str(int(r.combined_removed))
-        vals = [r.name, str(r.n), str(r.removed), repr(r.combined_pvalue), combined, repr(r.ci[0]), repr(r.ci[1]),
+        vals = [r.name, str(r.n), str(r.removed), repr(r.combined_pvalue), repr(r.equivalence_pvalue),
+                repr(r.residual_holm), repr(r.equivalence_holm), r.answer or "", repr(r.ci[0]), repr(r.ci[1]),
                 str(r.improving)]
         vals += [repr(r.mean[k]) if k in r.mean else "" for k in keys]
         vals += [repr(r.std[k]) if k in r.std else "" for k in keys]
@@ -255,11 +351,13 @@ def csv(rows: Sequence[Row]) -> str:
 
 
 def best_at_levels(feasible: Sequence[dict[str, float]], levels: Sequence[float]) -> list[float]:
-    """Best removal among feasible trials that used at most each budget level (NaN where none did)."""
+    """At each budget level, the verdict-part removal of the feasible trial closest to retraining on the selection
+    part (highest ``objective``) among those that used at most that budget (NaN where none did): the search's
+    choice at that budget, judged where it was not chosen."""
     out = []
     for level in levels:
-        ok = [m["removal"] for m in feasible if m["budget_used"] <= level + 1e-12 and math.isfinite(m["removal"])]
-        out.append(max(ok) if ok else float("nan"))
+        ok = [m for m in feasible if m["budget_used"] <= level + 1e-12 and math.isfinite(m.get("objective", math.nan))]
+        out.append(max(ok, key=lambda m: m["objective"])["removal"] if ok else float("nan"))
     return out
 
 
@@ -267,12 +365,13 @@ def describe_unlearned(method: str, metrics: Mapping[str, float], refs: Mapping[
                        versions: Mapping[str, Any], key: str, origin: str, residual_test: str) -> str:
     """The Markdown description of a registered unlearned model: its verdict, its key numbers beside the two
     references', and which reference versions it was judged against."""
-    removed = bool(metrics.get("poison_removed", 0.0))
+    answer = answer_of(metrics)
     rows = [("removal (0 = none, 1 = retrain)", "removal", 0.0, 1.0), ("test accuracy", "test_acc", None, None),
             (key, key, None, None), ("MIA TPR at 1% FPR", "mia_tpr_at_1fpr", None, None),
             ("compute used (retrain = 1)", "budget_used", 0.0, 1.0)]
-    lines = [f"**{method}**, {origin}: poison **{'removed' if removed else 'NOT removed'}** ({residual_test}: "
-             f"p = {metrics.get('removal_pvalue', float('nan')):.3g}).", "",
+    lines = [f"**{method}**, {origin}: poison **{answer}** ({residual_test}: "
+             f"p = {metrics.get('removal_pvalue', float('nan')):.3g}; equivalence p = "
+             f"{metrics.get('equivalence_pvalue', float('nan')):.3g}; verdict part of the units).", "",
              f"| | {method} | poisoned | retrain |", "|---|---|---|---|"]
     for title, k, p_default, r_default in rows:
         p = refs["poisoned"].get(k, p_default)

@@ -2,10 +2,13 @@
 
 A trial draws the method's hyperparameters from the search space defined next to the method, plus the compute
 budget itself (log-uniform in [budget_max / 10, budget_max]), runs the method on the scenario's poisoned model and
-scores it like the references. Single mode maximises ``removal`` subject to the utility constraint
+scores it like the references. The search aims at retraining, not past it: single mode maximises ``objective``,
+closeness to the null on the *selection part* of the units (`verdict.objective`: -|1 - removal|, so an overshoot
+to removal 1.9 is as far from retraining as 0.1), subject to the utility constraint
 ``test_acc >= poisoned test_acc - utility_tolerance`` (Optuna's ``Trial.set_constraint``; infeasible trials are never
-chosen as best) and prunes with the removal measured after each epoch. Pareto mode maximises removal and minimises
-the budget used, giving a front.
+chosen as best), and prunes with the objective measured after each epoch. Pareto mode maximises the objective and
+minimises the budget used, giving a front. The verdict part of the units is never seen by the search
+(`unlearning.Yardstick`).
 
 The objective does not know about MLflow: a `TrialReporter` (bound to nested MLflow runs by the CLI) is told when a
 trial starts and how it ended.
@@ -27,12 +30,13 @@ import optuna
 from optuna.storages._heartbeat import BaseHeartbeat  # not exported by optuna.storages
 from torch import nn
 
+from . import verdict
 from .context import RunContext
 from .errors import UsageError, check_choice, check_range
 from .methods import METHODS, Method
 from .models import max_k
 from .scenario import Scenario
-from .unlearning import Discovery, Diverged, check_discovered_fraction, unlearn
+from .unlearning import Discovery, Diverged, Yardstick, check_discovered_fraction, unlearn
 from .workers import worker_id
 
 log = logging.getLogger(__name__)
@@ -60,10 +64,14 @@ class TuneConfig:
     utility_tolerance: float = 0.02
     mode: str = "single"
     discovered_fraction: float = 1.0  # partial discovery: the fraction of the poisons the method is told
+    select_fraction: float = verdict.SELECT_FRACTION  # the units the search selects on; the rest judge
+    equivalence_margin: float = verdict.EQUIVALENCE_MARGIN  # "removed": residue within this x the poisoned one's
 
     def __post_init__(self) -> None:
         METHODS.get(self.method)
         check_discovered_fraction(self.discovered_fraction)
+        verdict.check_fraction("select_fraction", self.select_fraction)
+        verdict.check_fraction("equivalence_margin", self.equivalence_margin)
         check_range("n_trials", self.n_trials, low=1)
         check_range("timeout", self.timeout, low=0)
         check_range("budget_max", self.budget_max, low=0, high=1, low_open=True)
@@ -72,9 +80,13 @@ class TuneConfig:
 
     def name_for(self, scenario_hash: str) -> str:
         suffix = "" if self.mode == "single" else f"-{self.mode}"
-        if self.discovered_fraction < 1:  # another objective: its own study (1.0 keeps the names studies had)
+        if self.discovered_fraction < 1:  # another objective: its own study
             suffix += f"-discovered{self.discovered_fraction:g}"
-        return self.study_name or f"{self.method}{suffix}-{scenario_hash[:12]}"
+        if self.select_fraction != verdict.SELECT_FRACTION:  # another selection part: another objective
+            suffix += f"-select{self.select_fraction:g}"
+        # "-c": the objective is closeness to the null on the selection part (studies made before maximised removal
+        # over all poisons; their values are not comparable, so they are not resumed)
+        return self.study_name or f"{self.method}{suffix}-{scenario_hash[:12]}-c"
 
 
 class TrialReporter(Protocol):
@@ -374,14 +386,12 @@ def make_objective(
     scenario: Scenario,
     poisoned: nn.Module,
     reference_metrics: dict[str, dict[str, float]],
-    retrain_scores: np.ndarray,
+    yard: Yardstick,
     ctx: RunContext,
     reporter: TrialReporter,
     discovery: Discovery | None = None,
 ) -> Callable[[optuna.Trial], Any]:
     attack = scenario.attack
-    key = attack.removal_metric
-    m_p, m_r = reference_metrics["poisoned"][key], reference_metrics["retrain"][key]
     acc_floor = reference_metrics["poisoned"]["test_acc"] - tc.utility_tolerance
     largest_k = max_k(poisoned)
 
@@ -403,24 +413,24 @@ def make_objective(
             if tc.mode != "single":
                 return
             t0 = time.perf_counter()
-            current = attack.evaluate(model, scenario.data, scenario.poisoning, ctx)[key]
-            removal = (m_p - current) / (m_p - m_r)
-            reached.update({"removal": removal, key: current, "epochs_done": float(epoch + 1)})
-            trial.report(removal, epoch)
+            current = yard.selection(attack, attack.scores(model, scenario.data, scenario.poisoning, ctx))
+            reached.update({**current, "epochs_done": float(epoch + 1)})
+            trial.report(current["objective"], epoch)
             prune = trial.should_prune()
             callback_time[0] += time.perf_counter() - t0
             if prune:
-                raise optuna.TrialPruned(f"pruned at epoch {epoch + 1}: removal {removal:.3f} below the median")
+                raise optuna.TrialPruned(f"pruned at epoch {epoch + 1}: closeness to retraining "
+                                         f"{current['objective']:.3f} below the median")
 
         try:
-            out = unlearn(method, cfg, budget, scenario, poisoned, reference_metrics, retrain_scores, ctx,
+            out = unlearn(method, cfg, budget, scenario, poisoned, reference_metrics, yard, ctx,
                           on_epoch=on_epoch, utility_tolerance=tc.utility_tolerance, discovery=discovery)
             metrics = out.metrics
             # The method's own compute and all evaluation (final + per-epoch), timed apart (overhead benchmark).
             metrics["method_time_s"] = metrics["wall_time_s"] - callback_time[0]
             metrics["eval_time_s"] += callback_time[0]
-            if not math.isfinite(metrics["removal"]):
-                raise optuna.TrialPruned("removal is not finite")
+            if not math.isfinite(metrics["objective"]):
+                raise optuna.TrialPruned("the objective is not finite")
         except Diverged as e:
             trial.set_user_attr("reason", str(e))
             reporter.finished(trial, "pruned", metrics, str(e))
@@ -439,14 +449,14 @@ def make_objective(
         trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if math.isfinite(v)})
         reporter.finished(trial, "complete" if constraint <= 0 else "infeasible", metrics, "")
         if tc.mode == "single":
-            return metrics["removal"]
-        return metrics["removal"], metrics["budget_used"]
+            return metrics["objective"]
+        return metrics["objective"], metrics["budget_used"]
 
     return objective
 
 
 def feasible_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Completed trials that met the utility constraint and have a finite removal."""
+    """Completed trials that met the utility constraint and have a finite objective."""
     out = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         if is_feasible(t) and t.values and math.isfinite(t.values[0]):
@@ -455,7 +465,8 @@ def feasible_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """Highest removal among feasible trials (ties: smaller budget used); None if no trial is feasible."""
+    """The feasible trial closest to retraining on the selection part (highest ``objective``; ties: smaller budget
+    used); None if no trial is feasible."""
     feas = feasible_trials(study)
     if not feas:
         return None
@@ -463,9 +474,9 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 
 def pareto_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Feasible trials not dominated in (removal up, budget used down)."""
+    """Feasible trials not dominated in (objective up, budget used down)."""
     feas = feasible_trials(study)
-    pts = [(t.user_attrs["metrics"]["removal"], t.user_attrs["metrics"]["budget_used"]) for t in feas]
+    pts = [(t.user_attrs["metrics"]["objective"], t.user_attrs["metrics"]["budget_used"]) for t in feas]
     front = []
     for i, (r, b) in enumerate(pts):
         if not any((r2 >= r and b2 <= b) and (r2 > r or b2 < b) for j, (r2, b2) in enumerate(pts) if j != i):

@@ -32,14 +32,15 @@ from .search import (
     split_params,
 )
 from .store import References, ensure_references
-from .unlearning import Discovery, unlearn
+from .unlearning import Discovery, Yardstick, unlearn
 from .workers import is_dead, worker_id
 
 log = logging.getLogger(__name__)
 
 def summary_keys(removal_metric: str) -> tuple[str, ...]:
     """Columns of the printed summary: the attack's own metric in place of a fixed one."""
-    return ("removal", "test_acc", removal_metric, "mia_tpr_at_1fpr", "budget_used", "removal_pvalue")
+    return ("objective", "removal", "test_acc", removal_metric, "budget_used", "removal_pvalue",
+            "equivalence_pvalue")
 
 
 #: How a trial's run name marks a state other than complete (charts show run names on hover).
@@ -67,7 +68,7 @@ class MlflowTrialReporter:
     def __init__(self, method: str, study_name: str, n_planned: int, writer: tracking.ChildRunWriter) -> None:
         self.method, self.study_name, self.n_planned, self.done, self.writer = (method, study_name, n_planned, 0,
                                                                                 writer)
-        self.best: tuple[float, int] | None = None
+        self.best: tuple[float, int] | None = None  # (objective, trial number)
         self.t0 = time.perf_counter()
 
     def started(self, trial: optuna.Trial, params: dict[str, Any]) -> None:
@@ -80,11 +81,12 @@ class MlflowTrialReporter:
         self.writer.submit(name, self.start_ms, self.params, trial_metrics(metrics, state), tags,
                            failed=state == "failed")
         self.done += 1
-        removal = metrics.get("removal", float("nan"))
-        if state == "complete" and math.isfinite(removal) and (self.best is None or removal > self.best[0]):
-            self.best = (removal, trial.number)
-        best = f"best {self.best[0]:.3f} (trial {self.best[1]})" if self.best else "no feasible trial yet"
-        what = f"removal {removal:.3f} at budget {metrics.get('budget_used', float('nan')):.3f}" if metrics else reason
+        close = metrics.get("objective", float("nan"))
+        if state == "complete" and math.isfinite(close) and (self.best is None or close > self.best[0]):
+            self.best = (close, trial.number)
+        best = f"closest {self.best[0]:.3f} (trial {self.best[1]})" if self.best else "no feasible trial yet"
+        what = (f"removal (selection part) {metrics.get('removal_select', float('nan')):.3f}, closeness "
+                f"{close:.3f} at budget {metrics.get('budget_used', float('nan')):.3f}") if metrics else reason
         log.info("[%d/%d] trial %d %s: %s | %s | %.1fs", self.done, self.n_planned, trial.number, state, what, best,
                  time.perf_counter() - self.t_trial)
 
@@ -112,31 +114,37 @@ def run_tune(
         tracking.log_params({**cfg.to_flat(), "method": tc.method, "n_trials": tc.n_trials, "timeout": tc.timeout,
                              "budget_max": tc.budget_max, "sampler.seed": tc.seed, "mode": tc.mode,
                              "utility_tolerance": tc.utility_tolerance,
-                             "discovered_fraction": tc.discovered_fraction})
+                             "discovered_fraction": tc.discovered_fraction, "select_fraction": tc.select_fraction,
+                             "equivalence_margin": tc.equivalence_margin})
         tracking.set_tags({"storage": tracking.redact_uri(tc.storage)})
         refs = ensure_references(cfg, ctx)
         sc = refs.scenario
-        retrain_scores = sc.attack.scores(refs.models["retrain"], sc.data, sc.poisoning, ctx)
-        discovery = discovery_of(tc, refs, retrain_scores, ctx)
+        yard = yardstick(tc, refs, ctx)
+        tracking.log_text(json.dumps({"select_fraction": tc.select_fraction, "seed": cfg.seed,
+                                      "selection_units": np.flatnonzero(yard.select).tolist(),
+                                      "verdict_units": yard.verdict_units.tolist()}), "verdict_split.json")
+        discovery = discovery_of(tc, refs, yard.retrain, ctx)
+        parts = reference_parts(refs, yard)
         for role in ("poisoned", "retrain"):
-            tracking.log_metrics(refs.metrics[role], prefix=f"{role}.")
+            tracking.log_metrics(parts[role], prefix=f"{role}.")
         # trials that ran to an outcome; a failed trial (a crash, a killed or interrupted worker) is run again
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         n_run = max(tc.n_trials - len(finished), 0) if top_up else tc.n_trials
-        key = sc.attack.removal_metric
-        m_p, m_r = refs.metrics["poisoned"][key], refs.metrics["retrain"][key]
-        if not verdict.has_effect(m_p, m_r):
-            # Removal is (m_p - m_u) / (m_p - m_r): undefined when the poisons changed nothing.
-            log.warning("the attack had no measurable effect on this scenario (%s: poisoned %.4g = retrained %.4g):"
-                        " nothing to unlearn, no trials run", key, m_p, m_r)
-            tracking.set_tags({"attack_effect": "none"})
+        too_weak = bool(parts["poisoned"]["attack_too_weak"])
+        if too_weak:
+            # Removal is a ratio to the poisoned model's residue: noise when that residue is not detected.
+            log.warning("%s: the poisoned model's residue is not detected on the verdict part (one-sided p = %.3g >= "
+                        "%g): nothing to judge, no trials run", verdict.TOO_WEAK,
+                        sc.attack.poison_pvalue(yard.poisoned[~yard.select], yard.retrain[~yard.select]),
+                        verdict.WEAK_LEVEL)
+            tracking.set_tags({"attack_effect": "too weak to judge", "verdict": verdict.TOO_WEAK})
             n_run = 0
         tracking.set_tags({"reused_trials": str(len(finished)), "new_trials": str(n_run)})
         writer = tracking.ChildRunWriter(experiment_id=tracking.trials_experiment_id())
         if study.get_trials(deepcopy=False):
             reconcile(study, writer, tc.method)
         reporter = MlflowTrialReporter(tc.method, study_name, n_run, writer)
-        objective = make_objective(tc, method, sc, refs.models["poisoned"], refs.metrics, retrain_scores, ctx,
+        objective = make_objective(tc, method, sc, refs.models["poisoned"], refs.metrics, yard, ctx,
                                    reporter, discovery)
         log.info("study %s: %d trials so far; running %d more (storage %s)", study_name, len(finished), n_run,
                  tracking.redact_uri(tc.storage))
@@ -150,10 +158,9 @@ def run_tune(
         finally:
             writer.close()
         # A topped-up study that needed no new trial is reused as it is: no new plots, no new model version.
-        summary = summarise(study, tc, refs, retrain_scores, ctx, artifacts=not (top_up and n_run == 0),
+        summary = summarise(study, tc, refs, yard, ctx, artifacts=not (top_up and n_run == 0),
                             dashboard=not nested, discovery=discovery)
-        summary["new_trials"] = n_run
-        summary["residual_min_pvalue"] = sc.attack.residual_min_pvalue(len(retrain_scores))
+        summary.update({"new_trials": n_run, "references": parts, "too_weak": too_weak})
         if not nested:
             print(f"results: {tracking.run_url()}{tracking.serve_hint()}")
     return summary
@@ -163,7 +170,7 @@ def summarise(
     study: optuna.Study,
     tc: TuneConfig,
     refs: References,
-    retrain_scores: np.ndarray,
+    yard: Yardstick,
     ctx: RunContext,
     artifacts: bool = True,
     dashboard: bool = True,
@@ -185,15 +192,15 @@ def summarise(
     key = sc.attack.removal_metric
     result: dict[str, Any] = {"study": study.study_name, "states": states, "best": None,
                               "feasible": [dict(t.user_attrs["metrics"]) for t in feasible_trials(study)],
-                              "history": removal_history(trials)}
+                              "history": objective_history(trials)}
     still = report.still_improving(result["history"])
     tracking.set_tags({"search_still_improving": str(still).lower()})
     best_model: nn.Module | None = None
     if artifacts:
         _log_trials_table(trials, key)
         # Trials log no models: the best one is re-created once (seeded, so identical) for plots and registry.
-        best_model = _rerun(best, tc, refs, retrain_scores, ctx, discovery) if best is not None else None
-        _plots(study, tc, refs, retrain_scores, best, best_model, ctx)
+        best_model = _rerun(best, tc, refs, yard, ctx, discovery) if best is not None else None
+        _plots(study, tc, refs, yard, best, best_model, ctx)
         if dashboard:
             tracking.log_dashboard(f"tune {tc.method}: study {study.study_name}")
         else:  # a study of a comparison: PNGs only (the comparison has the page; 5 MB per study would add up)
@@ -207,17 +214,19 @@ def summarise(
     bm = best.user_attrs["metrics"]
     tracking.log_metrics(bm)  # the tune run's metrics are its best trial's, under the same names as everywhere
     tracking.log_params({f"best.{k}": v for k, v in best.params.items()})
-    detected = bm["removal_pvalue"] < 0.05
-    verdict = (f"best removal found {bm['removal']:.3f} at budget {bm['budget_used']:.3f} (trial {best.number}); "
-               f"retraining: 1.0; poison still detected: {'yes' if detected else 'no'} "
-               f"({sc.attack.residual_test}: p = {bm['removal_pvalue']:.3g}; {key}: poisoned "
-               f"{refs.metrics['poisoned'][key]:.3g}, best {bm[key]:.3g}, retrain {refs.metrics['retrain'][key]:.3g})")
+    answer = report.answer_of(bm)
+    parts = reference_parts(refs, yard)
+    verdict = (f"{answer}: {report.answer_reason(bm, answer, tc.equivalence_margin)}. Best case: trial {best.number}"
+               f" (closest to retraining on the selection part), removal {bm['removal']:.3f} on the verdict part "
+               f"({int(bm.get('verdict_units', 0))} units; 1.0 = retraining) at budget {bm['budget_used']:.3f}; "
+               f"{sc.attack.residual_test}: p = {bm['removal_pvalue']:.3g}; {key}: poisoned "
+               f"{parts['poisoned'][key]:.3g}, best {bm[key]:.3g}, retrain {parts['retrain'][key]:.3g}")
     if still:
         verdict += (f"; the search was still improving (best trial in the last {report.IMPROVING_TAIL:.0%} of the "
                     "trials): run more trials")
     # the tag short enough for MLflow's tag chips; the whole sentence, wrapped, in verdict.txt and the description
-    short = (f"removal {bm['removal']:.3f} at budget {bm['budget_used']:.3f}; poison still detected: "
-             f"{'yes' if detected else 'no'}{'; still improving' if still else ''}")
+    short = (f"{answer}; removal {bm['removal']:.3f} at budget {bm['budget_used']:.3f}"
+             f"{'; still improving' if still else ''}")
     tracking.set_tags({"verdict": short, "best_trial": str(best.number)})
     tracking.log_text(textwrap.fill(verdict, width=100, break_on_hyphens=False) + "\n", "verdict.txt")
     tracking.set_description(
@@ -226,7 +235,8 @@ def summarise(
         + f".\n\nTrials: experiment *{tracking.experiment_name()}{tracking.TRIALS_SUFFIX}*, search "
         f"`tags.study = '{study.study_name}'`.")
     if tc.mode == "pareto":
-        front = [{"trial": t.number, **{k: t.user_attrs["metrics"][k] for k in ("removal", "budget_used")}}
+        front = [{"trial": t.number, **{k: t.user_attrs["metrics"][k] for k in ("objective", "removal",
+                                                                                 "budget_used")}}
                  for t in pareto_trials(study)]
         tracking.log_text(json.dumps(front, indent=1), "pareto_front.json")
         result["pareto"] = front
@@ -236,7 +246,7 @@ def summarise(
     model = best_model
     assert model is not None
     result["registered"] = _register_best(model, study, best, tc, refs)
-    _print_summary(study, refs, best, key)
+    _print_summary(study, parts, best, key)
     print(verdict)
     return result
 
@@ -330,11 +340,32 @@ def reconcile(study: optuna.Study, writer: tracking.ChildRunWriter, method: str,
                       failed=t.state == TrialState.FAIL)
 
 
-def removal_history(trials: list[optuna.trial.FrozenTrial]) -> list[float]:
-    """Each finished trial's removal in trial order, NaN where the trial is not feasible (pruned, failed,
-    utility lost): the series whose running maximum is the study's best case so far."""
-    return [t.user_attrs["metrics"]["removal"] if "metrics" in t.user_attrs and is_feasible(t) else float("nan")
-            for t in sorted(trials, key=lambda t: t.number) if t.state.is_finished()]
+def objective_history(trials: list[optuna.trial.FrozenTrial]) -> list[float]:
+    """Each finished trial's objective (closeness to retraining on the selection part) in trial order, NaN where
+    the trial is not feasible (pruned, failed, utility lost): the series whose running maximum is the study's best
+    case so far."""
+    return [t.user_attrs["metrics"].get("objective", float("nan")) if "metrics" in t.user_attrs and is_feasible(t)
+            else float("nan") for t in sorted(trials, key=lambda t: t.number) if t.state.is_finished()]
+
+
+def yardstick(tc: TuneConfig, refs: References, ctx: RunContext) -> Yardstick:
+    """The references' per-unit scores and the seeded selection / verdict split (`unlearning.Yardstick`)."""
+    sc = refs.scenario
+    scores = {role: sc.attack.scores(refs.models[role], sc.data, sc.poisoning, ctx) for role in ("poisoned", "retrain")}
+    return Yardstick.of(sc.attack, scores["poisoned"], scores["retrain"], ctx, tc.select_fraction,
+                        tc.equivalence_margin)
+
+
+def reference_parts(refs: References, yard: Yardstick) -> dict[str, dict[str, float]]:
+    """The references' metrics with the attack's columns, removal and the residual test on the verdict part (what
+    the table's "no unlearning" and "retrain" rows show beside the methods', which are judged there too)."""
+    attack = refs.scenario.attack
+    out = {}
+    for role, scores in (("poisoned", yard.poisoned), ("retrain", yard.retrain)):
+        out[role] = {**refs.metrics[role], **yard.judge(attack, scores)}
+    out["poisoned"]["removal"] = 0.0 if not out["poisoned"]["attack_too_weak"] else float("nan")
+    out["retrain"]["removal"] = 1.0 if not out["retrain"]["attack_too_weak"] else float("nan")
+    return out
 
 
 def discovery_of(tc: TuneConfig, refs: References, retrain_scores: np.ndarray, ctx: RunContext) -> Discovery | None:
@@ -346,7 +377,7 @@ def discovery_of(tc: TuneConfig, refs: References, retrain_scores: np.ndarray, c
     return Discovery.of(sc, tc.discovered_fraction, poisoned_scores, retrain_scores, ctx)
 
 
-def _rerun(best: Any, tc: TuneConfig, refs: References, retrain_scores: np.ndarray, ctx: RunContext,
+def _rerun(best: Any, tc: TuneConfig, refs: References, yard: Yardstick, ctx: RunContext,
            discovery: Discovery | None = None) -> nn.Module:
     """Rebuild the best trial's model by re-running it (deterministic under the same seed); trials log no models."""
     method = METHODS.get(tc.method)
@@ -357,7 +388,7 @@ def _rerun(best: Any, tc: TuneConfig, refs: References, retrain_scores: np.ndarr
     kwargs = method.search_space(fixed)
     _, budget = split_params(best.params)
     out = unlearn(method, method.config(**kwargs), budget, refs.scenario, refs.models["poisoned"], refs.metrics,
-                  retrain_scores, ctx, utility_tolerance=tc.utility_tolerance, discovery=discovery)
+                  yard, ctx, utility_tolerance=tc.utility_tolerance, discovery=discovery)
     return out.model
 
 
@@ -367,7 +398,7 @@ def _log_trials_table(trials: list[optuna.trial.FrozenTrial], attack_metric: str
 
     buf = io.StringIO()
     w = csv.writer(buf)
-    keys = ("removal", "test_acc", "budget_used", attack_metric, "mia_tpr_at_1fpr")
+    keys = ("objective", "removal_select", "removal", "test_acc", "budget_used", attack_metric, "mia_tpr_at_1fpr")
     w.writerow(["trial", "state", "feasible", *keys, "params", "reason"])
     for t in trials:
         m = t.user_attrs.get("metrics", {})
@@ -376,7 +407,7 @@ def _log_trials_table(trials: list[optuna.trial.FrozenTrial], attack_metric: str
     tracking.log_text(buf.getvalue(), "trials.csv")
 
 
-def _plots(study: optuna.Study, tc: TuneConfig, refs: References, retrain_scores: np.ndarray, best: Any,
+def _plots(study: optuna.Study, tc: TuneConfig, refs: References, yard: Yardstick, best: Any,
            best_model: nn.Module | None,
            ctx: RunContext) -> None:
     trials = [t for t in study.get_trials(deepcopy=False) if "metrics" in t.user_attrs]
@@ -384,41 +415,44 @@ def _plots(study: optuna.Study, tc: TuneConfig, refs: References, retrain_scores
         ms = [t.user_attrs["metrics"] for t in trials]
         feasible = [is_feasible(t) for t in trials]
         tracking.log_figures("removal_vs_compute", plots.removal_vs_compute(
-            [m["budget_used"] for m in ms], [m["removal"] for m in ms], feasible,
-            [f"trial {t.number}" for t in trials], f"{tc.method}: removal against compute"))
-    values = removal_history(study.get_trials(deepcopy=False))
-    tracking.log_figures("optimization_history", plots.history(values, f"{tc.method}: removal per trial"))
+            [m["budget_used"] for m in ms], [m.get("removal_select", float("nan")) for m in ms], feasible,
+            [f"trial {t.number}" for t in trials], f"{tc.method}: what the search saw, against compute",
+            ylabel="removal on the selection part (the search aims at 1)"))
+    values = objective_history(study.get_trials(deepcopy=False))
+    tracking.log_figures("optimization_history", plots.history(
+        values, f"{tc.method}: closeness to retraining per trial (selection part)"))
     try:
         imp = optuna.importance.get_param_importances(
             study, target=lambda t: t.values[0], evaluator=optuna.importance.FanovaImportanceEvaluator(seed=tc.seed))
         if imp:
-            tracking.log_figures("param_importances", plots.importances(list(imp), list(imp.values()),
-                                                                        f"{tc.method}: what matters for removal"))
+            tracking.log_figures("param_importances", plots.importances(
+                list(imp), list(imp.values()), f"{tc.method}: what matters for closeness to retraining"))
     except (RuntimeError, ValueError) as e:  # too few completed trials, or no parameter varied
         log.info("no parameter importances: %s", e)
     sc = refs.scenario
     if sc.attack.name != "gaussian":  # the I_z plot is GUS's; other attacks' scores are success indicators
         return
-    series = {"poisoned": sc.attack.scores(refs.models["poisoned"], sc.data, sc.poisoning, ctx)}
+    v = ~yard.select
+    series = {"poisoned": yard.poisoned[v]}
     if best is not None and best_model is not None:
         series[f"best {tc.method} (trial {best.number})"] = sc.attack.scores(
-            best_model, sc.data, sc.poisoning, ctx)
-    series["retrain"] = retrain_scores
-    tracking.log_figures("iz_distributions", plots.iz_distributions(series, "GUS statistic per poison"))
+            best_model, sc.data, sc.poisoning, ctx)[v]
+    series["retrain"] = yard.retrain[v]
+    tracking.log_figures("iz_distributions", plots.iz_distributions(series, "GUS statistic per poison (verdict part)"))
 
 
-def _print_summary(study: optuna.Study, refs: References, best: Any, key: str) -> None:
+def _print_summary(study: optuna.Study, parts: dict[str, dict[str, float]], best: Any, key: str) -> None:
     keys = summary_keys(key)
     done = [t for t in study.get_trials(deepcopy=False) if "metrics" in t.user_attrs]
-    done.sort(key=lambda t: -t.user_attrs["metrics"].get("removal", -math.inf))
-    print(f"{'':<18}" + "".join(f"{k:>16}" for k in keys))
+    done.sort(key=lambda t: -t.user_attrs["metrics"].get("objective", -math.inf))
+    print(f"{'':<18}" + "".join(f"{k:>19}" for k in keys))
     for role in ("poisoned", "retrain"):
-        m = dict(refs.metrics[role])
-        m.update({"removal": 0.0 if role == "poisoned" else 1.0})
-        print(f"{role:<18}" + "".join(f"{m[k]:>16.4g}" if k in m else f"{'-':>16}" for k in keys))
+        m = parts[role]
+        print(f"{role:<18}" + "".join(f"{m[k]:>19.4g}" if k in m else f"{'-':>19}" for k in keys))
     for t in done[:5]:
         m = t.user_attrs["metrics"]
         flag = "*" if t.number == best.number else " " if is_feasible(t) else "x"
-        print(f"{flag} trial {t.number:<10}" + "".join(f"{m[k]:>16.4g}" if k in m else f"{'-':>16}"
+        print(f"{flag} trial {t.number:<10}" + "".join(f"{m[k]:>19.4g}" if k in m else f"{'-':>19}"
                                                           for k in keys))
-    print("(* best feasible trial; x utility lost)")
+    print("(* best feasible trial, closest to retraining on the selection part; x utility lost; removal and the "
+          "p-values on the verdict part)")

@@ -6,6 +6,7 @@ then score the result exactly as the references were scored, and add ``removal``
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from . import verdict
+from .attacks import Attack
 from .context import RunContext
 from .errors import check_range
 from .methods import Budget, EpochCallback, Method, Splits
@@ -89,6 +91,88 @@ class Diverged(RuntimeError):
     """The method left non-finite weights (gradient ascent often does); there is no model to judge."""
 
 
+#: ``ctx.generator``-style offset of the seeded selection / verdict split of the units.
+SPLIT_OFFSET = 173
+
+
+@dataclass(frozen=True)
+class Yardstick:
+    """What every model of a scenario is judged against (`verdict`): the references' per-unit scores, the seeded
+    split of the units into the part the search selects on (``select``) and the verdict part (the rest), and the
+    equivalence margin (a fraction of the poisoned model's residue)."""
+
+    poisoned: np.ndarray
+    retrain: np.ndarray
+    select: np.ndarray  # bool over units: True = selection part
+    margin: float = verdict.EQUIVALENCE_MARGIN
+    select_fraction: float = verdict.SELECT_FRACTION
+
+    @classmethod
+    def of(cls, attack: Attack, poisoned: np.ndarray, retrain: np.ndarray, ctx: RunContext,
+           select_fraction: float = verdict.SELECT_FRACTION,
+           margin: float = verdict.EQUIVALENCE_MARGIN) -> Yardstick:
+        """The split seeded from the scenario's seed; a part with fewer units than the attack's residual test needs
+        to reject at all raises a one-line `UsageError`."""
+        verdict.check_fraction("equivalence_margin", margin)
+        check_split(attack, len(retrain), select_fraction)
+        select = verdict.split_mask(len(retrain), select_fraction, ctx.seed * 1000 + SPLIT_OFFSET)
+        return cls(np.asarray(poisoned, float), np.asarray(retrain, float), select, margin, select_fraction)
+
+    @property
+    def verdict_units(self) -> np.ndarray:
+        return np.flatnonzero(~self.select)
+
+    def selection(self, attack: Attack, scores: np.ndarray) -> dict[str, float]:
+        """The search's view, on the selection part only: ``removal_select`` and ``objective`` (closeness to the
+        null, `verdict.objective`)."""
+        res, s = attack.residue, self.select
+        r = self.retrain[s]
+        est_u = res.estimate(res.values(np.asarray(scores, float)[s], r), r)
+        est_p = res.estimate(res.values(self.poisoned[s], r), r)
+        return {"removal_select": verdict.removal_from(est_u.value, est_p.value),
+                "objective": verdict.objective(est_u.value, est_p.value)}
+
+    def judge(self, attack: Attack, scores: np.ndarray) -> dict[str, float]:
+        """The verdict part's evidence: the attack's columns, removal, the residual test, the equivalence test and
+        what an inconclusive answer would need (without the utility gate, which `judge` adds)."""
+        res, v = attack.residue, ~self.select
+        u, p, r = np.asarray(scores, float)[v], self.poisoned[v], self.retrain[v]
+        est_u, est_p = res.estimate(res.values(u, r), r), res.estimate(res.values(p, r), r)
+        raw = res.values(u, r)
+        raw_se = 1 / np.sqrt(len(raw)) if res.exact_null else float(np.std(raw, ddof=1) / np.sqrt(len(raw)))
+        too_weak = attack.poison_pvalue(p, r) >= verdict.WEAK_LEVEL
+        eq = verdict.equivalence(res, u, p, r, self.margin)
+        margin_abs = self.margin * est_p.value
+        out = {**attack.part_metrics(u),
+               "removal": math.nan if too_weak else verdict.removal_from(est_u.value, est_p.value),
+               "removal_pvalue": attack.residual_pvalue(u, r), "residual_z": attack.residual_z(u),
+               "equivalence_pvalue": eq.pvalue, "residue": est_u.value, "residue_se": est_u.se,
+               "residue_raw": float(np.mean(raw)), "residue_raw_se": float(raw_se),
+               "poisoned_residue": est_p.value, "equivalence_margin_abs": margin_abs,
+               "equiv_upper": eq.upper.value, "equiv_upper_se": eq.upper.se,
+               "attack_too_weak": float(too_weak), "verdict_units": float(len(u))}
+        if eq.lower is not None:
+            out.update({"equiv_lower": eq.lower.value, "equiv_lower_se": eq.lower.se})
+        out["needed_factor"] = verdict.needed_factor(est_u.value, est_u.se, abs(margin_abs), out["residue_raw"],
+                                                     raw_se, res.two_sided)
+        return out
+
+
+def check_split(attack: Attack, n_units: int, select_fraction: float) -> None:
+    """Refuse a split fraction outside (0, 1), or a split that leaves a part with fewer units than the attack's
+    residual test needs to reject at all (`Attack.min_part`): one-line `UsageError`."""
+    from .errors import UsageError
+
+    verdict.check_fraction("select_fraction", select_fraction)
+    k = min(max(1, round(select_fraction * n_units)), max(n_units - 1, 0))
+    need = attack.min_part()
+    if min(k, n_units - k) < need:
+        raise UsageError(f"{n_units} units ({attack.name}: poisons, targets or triggered test points) split at "
+                         f"select_fraction={select_fraction:g} give parts of {k} and {n_units - k}; valid: at least "
+                         f"{need} in each part (the fewest at which its test can reject at {verdict.LEVEL}), so at "
+                         f"least {2 * need} units, or another select_fraction")
+
+
 @dataclass(frozen=True)
 class Outcome:
     model: nn.Module
@@ -100,22 +184,21 @@ def judge(
     model: nn.Module,
     scenario: Scenario,
     reference_metrics: dict[str, dict[str, float]],
-    retrain_scores: np.ndarray,
+    yard: Yardstick,
     ctx: RunContext,
     utility_tolerance: float = verdict.UTILITY_TOLERANCE,
 ) -> tuple[dict[str, float], np.ndarray]:
-    """Evaluate ``model`` like the references, plus ``removal``, ``removal_pvalue`` and ``poison_removed``."""
+    """Evaluate ``model`` like the references; the attack's columns, ``removal`` and the verdict are the verdict
+    part's (`Yardstick.judge`), ``removal_select`` and ``objective`` the selection part's. ``poison_removed`` is 1
+    only for the answer "removed" with utility kept; ``verdict_code`` codes the answer (`verdict.CODES`)."""
     attack = scenario.attack
     m, scores = evaluate_with_scores(model, scenario, ctx)
-    key = attack.removal_metric
-    m["removal"] = verdict.removal(reference_metrics["poisoned"][key], reference_metrics["retrain"][key], m[key])
-    m["removal_pvalue"] = attack.residual_pvalue(scores, retrain_scores)
-    min_p = attack.residual_min_pvalue(len(scores))
-    m["residual_test_powered"] = float(min_p < verdict.LEVEL)
-    undetected = verdict.undetected(m["removal_pvalue"], min_p, m[key], reference_metrics["retrain"][key])
-    removed = verdict.poison_removed(undetected, m["test_acc"], reference_metrics["poisoned"]["test_acc"],
-                                     utility_tolerance=utility_tolerance)
-    m["poison_removed"] = float(removed)
+    m.update(yard.judge(attack, scores))
+    m.update(yard.selection(attack, scores))
+    kept = m["test_acc"] >= reference_metrics["poisoned"]["test_acc"] - utility_tolerance
+    answer = verdict.decide(m["removal_pvalue"], m["equivalence_pvalue"], bool(m["attack_too_weak"]), kept)
+    m["verdict_code"] = verdict.CODES[answer]
+    m["poison_removed"] = float(answer == verdict.REMOVED)
     return m, scores
 
 
@@ -126,7 +209,7 @@ def unlearn(
     scenario: Scenario,
     poisoned: nn.Module,
     reference_metrics: dict[str, dict[str, float]],
-    retrain_scores: np.ndarray,
+    yard: Yardstick,
     ctx: RunContext,
     on_epoch: EpochCallback | None = None,
     utility_tolerance: float = verdict.UTILITY_TOLERANCE,
@@ -145,7 +228,7 @@ def unlearn(
         raise Diverged(f"{method.name} diverged (non-finite weights) after {result.compute_used:.0f} example-passes")
     start = time.perf_counter()
     try:
-        metrics, scores = judge(result.model, scenario, reference_metrics, retrain_scores, ctx, utility_tolerance)
+        metrics, scores = judge(result.model, scenario, reference_metrics, yard, ctx, utility_tolerance)
     except NonFiniteOutputs as e:
         raise Diverged(f"{method.name} diverged (finite weights, but {e}: the model's outputs overflow) after "
                        f"{result.compute_used:.0f} example-passes") from None
@@ -170,5 +253,6 @@ def _discovery_metrics(scenario: Scenario, discovery: Discovery, scores: np.ndar
         name = f"{key}_{part}"
         if name in parts:
             ref = discovery.reference
-            out[f"removal_{part}"] = verdict.removal(ref["poisoned"][name], ref["retrain"][name], parts[name])
+            null = 0.0 if scenario.attack.residue.exact_null else ref["retrain"][name]
+            out[f"removal_{part}"] = verdict.removal(ref["poisoned"][name], null, parts[name])
     return out

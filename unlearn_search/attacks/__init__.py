@@ -20,6 +20,7 @@ from torch import nn
 from ..context import RunContext
 from ..data import Dataset
 from ..registry import Registry
+from ..verdict import SUCCESS_RESIDUE, Residue
 
 if TYPE_CHECKING:
     from ..models import ModelSpec
@@ -179,21 +180,55 @@ class Attack(ABC):
 
     #: How `residual_pvalue` tests, in words (logged and printed with the verdict).
     residual_test: ClassVar[str] = "paired one-sided t-test of per-unit scores against the retrained model"
+    #: How the residue (what is left of the poison per unit) is measured (`verdict.Residue`): by default the
+    #: unit's score minus the retrained model's, one-sided.
+    residue: ClassVar[Residue] = SUCCESS_RESIDUE
 
     def residual_pvalue(self, scores_unlearned: np.ndarray, scores_retrain: np.ndarray) -> float:
-        """One-sided p-value for "the unlearned model still carries the poison" (small = still detected).
+        """p-value of the residual test "the model still carries the poison" (small = still detected), on the units
+        given (the verdict part). Default: a paired one-sided t-test against the retrained model's scores. Attacks
+        with a better-founded null override it (Gaussian poisoning: the exact N(0, 1) law of I_z, two-sided)."""
+        d = np.asarray(scores_unlearned, float) - np.asarray(scores_retrain, float)
+        if len(d) < 2 or np.ptp(d) == 0:
+            return 0.0 if len(d) and d[0] > 0 else 1.0
+        from scipy import stats
 
-        Default: a paired one-sided t-test against the retrained model's scores. Attacks with a better-founded
-        null override it (Gaussian poisoning: the exact N(0, 1) law of I_z for any model that never saw the noise).
-        """
-        from ..verdict import paired_pvalue
+        return float(stats.ttest_1samp(d, 0.0, alternative="greater").pvalue)
 
-        return paired_pvalue(scores_unlearned, scores_retrain)
+    def residual_z(self, scores_unlearned: np.ndarray) -> float:
+        """The residual test's signed z-score where it has one that is exactly N(0, 1) without the poison (GUS), for
+        the sign-robust combination over seeds; NaN otherwise."""
+        return math.nan
+
+    def poison_pvalue(self, scores_poisoned: np.ndarray, scores_retrain: np.ndarray) -> float:
+        """One-sided p-value that the *poisoned* model carries the poison on these units: at or above
+        `verdict.WEAK_LEVEL` the attack is too weak to judge there."""
+        return self.residual_pvalue(scores_poisoned, scores_retrain)
 
     def residual_min_pvalue(self, n_units: int) -> float:
         """The smallest p-value `residual_pvalue` can return with ``n_units`` scores: when it is not below the
-        verdict's level the test cannot ever detect the poison, and the verdict must not read "removed" into it."""
+        verdict's level the test cannot ever detect the poison."""
         return 0.0
+
+    def min_part(self) -> int:
+        """The fewest units a part of the verdict split may have: the smallest count at which the residual test can
+        reject at `verdict.LEVEL` at all, and at least 4 (the equivalence test's regression needs a variance)."""
+        from ..verdict import LEVEL
+
+        n = 4
+        while self.residual_min_pvalue(n) >= LEVEL and n < 10_000:
+            n += 1
+        return n
+
+    def n_units(self, data: Dataset) -> int | None:
+        """How many units the attack's scores will have on ``data`` (poisons, triggered test points, targets), if
+        known before crafting; None when not (checked when the split is made)."""
+        return None
+
+    def part_metrics(self, scores: np.ndarray) -> dict[str, float]:
+        """The attack's table columns over a subset of the units (the verdict part) from their ``scores``; by default
+        the removal metric as the mean score (a success rate)."""
+        return {self.removal_metric: float(np.mean(scores))} if len(scores) else {}
 
     #: The metric of `subset_metrics` that partial discovery's per-subset removal is computed on.
     subset_key: ClassVar[str] = ""
@@ -204,9 +239,9 @@ class Attack(ABC):
         poison (a backdoor's are per triggered test point), so only removal over all poisons is reported."""
         return None
 
-    #: How the per-seed p-values of `residual_pvalue` combine into one verdict over seeds
-    #: (`verdict.combined_pvalue`): Stouffer's z for continuous tests (for GUS the per-seed z-scores themselves).
-    seed_combination: ClassVar[str] = "stouffer"
+    #: How the per-seed residual tests combine into one over seeds (`verdict.combined_pvalue`): the per-seed
+    #: one-sided p-values by Fisher's method by default; GUS combines its z-scores (chi-square + Stouffer).
+    seed_combination: ClassVar[str] = "fisher"
 
     @abstractmethod
     def scores(self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext) -> np.ndarray:
@@ -216,7 +251,8 @@ class Attack(ABC):
 
 class SuccessCountAttack(Attack):
     """An attack whose per-unit scores are 0/1 successes (a triggered input, a target, a test error): the residual
-    test is a one-sided Fisher exact test of the unlearned model's successes against the retrained model's."""
+    test is a one-sided Fisher exact test of the unlearned model's successes against the retrained model's (fewer
+    successes than retraining is no residue), and the residue of a unit is its success minus the retrained model's."""
 
     def residual_pvalue(self, scores_unlearned: np.ndarray, scores_retrain: np.ndarray) -> float:
         from scipy import stats
@@ -228,13 +264,7 @@ class SuccessCountAttack(Attack):
     def residual_min_pvalue(self, n_units: int) -> float:
         """Fisher's smallest one-sided p-value, at n successes against none: 1 / C(2n, n) (0.5 for one unit, 0.05
         for three: at least four units are needed to reject at 5%)."""
-        import math
-
         return 1.0 / math.comb(2 * n_units, n_units) if n_units > 0 else 1.0
-
-    #: Fisher's method: a discrete test's p = 1 (no success left) adds nothing, where Stouffer would turn it into a
-    #: spurious -8 sigma that cancels another seed's strong evidence.
-    seed_combination: ClassVar[str] = "fisher"
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")

@@ -96,6 +96,9 @@ class BackdoorPoisoning(SuccessCountAttack):
         y_poison = torch.full((k,), self.cfg.target_class, dtype=data.y_train.dtype)
         return Poisoning(indices=indices, x_poison=x_poison, y_poison=y_poison)
 
+    def n_units(self, data: Dataset) -> int | None:
+        return int((data.y_test != self.cfg.target_class).sum())
+
     residual_test = "one-sided Fisher exact test: attack successes of the unlearned vs the retrained model"
 
 

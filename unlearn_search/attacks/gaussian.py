@@ -16,6 +16,7 @@ I_z is again exactly N(0, 1) for a model that never saw the noise. The seeds, no
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,15 +26,18 @@ from torch import nn
 from ..context import RunContext
 from ..data import Dataset
 from ..errors import UsageError, check_range
-from ..metrics.gus import embedding_gradients, gus_statistic, gus_summary, input_gradients
+from ..metrics.gus import Z_99, embedding_gradients, gus_statistic, gus_summary, input_gradients
+from ..verdict import GAUSSIAN_RESIDUE
 from . import ATTACKS, Attack, Poisoning, Victim, poison_amount
 
 
 @dataclass(frozen=True)
 class GaussianConfig:
-    # The embedded default (digits + MLP, 60 epochs): calibrated over seeds 0-2 to give poisoned gus_z 5.7-6.5
-    # and retrained |gus_z| <= 1 (see README, "Calibration"). The paper's own epsilon is not known to us.
-    poison_fraction: float = 0.15
+    # The embedded default (digits + MLP, 60 epochs): 30% poisons (431 of 1,437), so that the verdict can show
+    # equivalence: an independent retraining reads "removed" in 9 of 10 seeds (15% poisons: 4 of 10; the poisoned
+    # model's mean I_z is about 0.4 whatever eps or recipe, so only the count adds power; docs/statistics.md,
+    # benchmarks/verdict_known_answer.py). The paper's own epsilon is not known to us.
+    poison_fraction: float = 0.3
     eps: float = 0.5
 
     def __post_init__(self) -> None:
@@ -73,14 +77,39 @@ class GaussianPoisoning(Attack):
             arrays={"noise": noise, "indep_noise": indep},
         )
 
-    residual_test = "one-sided z-test of mean I_z against its N(0, 1) law without the poison (= gus_pvalue)"
+    residual_test = ("two-sided z-test of mean I_z against its exact N(0, 1) law without the poison (a mirrored "
+                     "poison, mean I_z < 0, is a residue too)")
+    residue = GAUSSIAN_RESIDUE
+    seed_combination = "chi2_stouffer"
+
+    def residual_z(self, scores_unlearned: np.ndarray) -> float:
+        """mean I_z · sqrt(k): exactly N(0, 1) for a model that never saw the noise."""
+        return float(np.mean(scores_unlearned)) * float(np.sqrt(len(scores_unlearned)))
 
     def residual_pvalue(self, scores_unlearned: np.ndarray, scores_retrain: np.ndarray) -> float:
-        """gus_pvalue: for a model that never saw the noise, I_z ~ N(0, 1) exactly, so mean·√k is N(0, 1)."""
+        """Two-sided: p = 2 Φ(-|z|), z = mean I_z · sqrt(k), exactly N(0, 1) for a model that never saw the noise."""
         from ..metrics.roc import normal_sf  # = scipy.stats.norm.sf, without its per-call overhead
 
-        k = len(scores_unlearned)
-        return normal_sf(float(np.mean(scores_unlearned)) * np.sqrt(k))
+        return min(1.0, 2 * normal_sf(abs(self.residual_z(scores_unlearned))))
+
+    def poison_pvalue(self, scores_poisoned: np.ndarray, scores_retrain: np.ndarray) -> float:
+        """One-sided: the poisoned model's mean I_z is positive."""
+        from ..metrics.roc import normal_sf
+
+        return normal_sf(self.residual_z(scores_poisoned))
+
+    def n_units(self, data: Dataset) -> int | None:
+        return self.n_poisons(len(data.x_train))
+
+    def part_metrics(self, scores: np.ndarray) -> dict[str, float]:
+        """GUS over a part of the poisons: mean I_z, its z-score, its two-sided p-value and the share above the
+        one-sided 1% threshold (the fresh-noise AUC stays over all poisons)."""
+        if not len(scores):
+            return {}
+        z = self.residual_z(scores)
+        return {"gus": float(np.mean(scores)), "gus_z": z, "gus_pvalue": self.residual_pvalue(scores, scores),
+                "gus_tpr_at_1fpr": float(np.mean(np.asarray(scores) > Z_99)), "gus_n": float(len(scores)),
+                "gus_se": float(np.std(scores, ddof=1) / np.sqrt(len(scores))) if len(scores) > 1 else math.nan}
 
     def evaluate_with_scores(
         self, model: nn.Module, data: Dataset, poisoning: Poisoning, ctx: RunContext

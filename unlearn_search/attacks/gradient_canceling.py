@@ -312,6 +312,9 @@ class GradientCanceling(SuccessCountAttack):
                 total = rest + per[j]
         return yp
 
+    def n_units(self, data: Dataset) -> int | None:
+        return len(data.x_test)
+
     residual_test = "one-sided Fisher exact test: test errors of the unlearned vs the retrained model"
 
 

@@ -214,6 +214,9 @@ class WitchesBrew(SuccessCountAttack):
                     "matching_loss": torch.tensor([start, best_loss])},
         )
 
+    def n_units(self, data: Dataset) -> int | None:
+        return self.cfg.n_targets
+
     residual_test = "one-sided Fisher exact test: target successes of the unlearned vs the retrained model"
 
 
