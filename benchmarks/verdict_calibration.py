@@ -70,7 +70,7 @@ def main() -> None:
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.8), sharey=True)
     for ax, (kind, row) in zip(axes, table.items(), strict=True):
         for answer, colour in ((verdict.REMOVED, "tab:green"), (verdict.NOT_REMOVED, "tab:red"),
-                               (verdict.INCONCLUSIVE, "tab:gray")):
+                               (verdict.INCONCLUSIVE, "tab:gray"), (verdict.TOO_WEAK, "tab:orange")):
             ax.plot(counts, [r[answer] for r in row], marker="o", color=colour, label=answer)
         ax.axhline(0.05, color="black", lw=0.6, ls=":")
         ax.set_xscale("log")

@@ -296,8 +296,9 @@ def markdown(rows: Sequence[Row], n_seeds: int, keys: Sequence[str] | None = Non
              f"margin is shown, else 'inconclusive', each at level {verdict.LEVEL}, Holm-adjusted across the methods"
              + (f", the seeds combined ({verdict.COMBINATION_NAMES.get(rows[0].combination, rows[0].combination)} "
                 "for the residual test, inverse-variance pooling for equivalence)" if n_seeds > 1 else ""))
-    note += (f"; search: 'still improving' when the best feasible trial came in the last "
-             f"{IMPROVING_TAIL:.0%} of the trials")
+    if keys is None:  # the short form has no search column
+        note += (f"; search: 'still improving' when the best feasible trial came in the last "
+                 f"{IMPROVING_TAIL:.0%} of the trials")
     return "\n".join(lines) + f"\n\n({note})\n"
 
 
