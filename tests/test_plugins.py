@@ -67,7 +67,7 @@ def test_the_docs_plugin_runs_through_tune_and_unlearn(plugin_site, tmp_path) ->
     small = ["--train-epochs", "5"]
     r = _run(["-m", "unlearn_search", "tune", "--method", "shrink", "--n-trials", "3", *small], plugin_site, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "best removal found" in r.stdout
+    assert "Best case: trial" in r.stdout
     r = _run(["-m", "unlearn_search", "unlearn", "--method", "shrink", "--factor", "0.3", "--batch_size", "32",
               "--register", "false", *small], plugin_site, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]

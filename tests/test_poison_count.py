@@ -21,8 +21,8 @@ def _scenario(*argv: str) -> ScenarioConfig:
 
 
 def test_fractions_keep_the_hashes_scenarios_were_stored_under():
-    # computed before counts existed (the embedded default; the paper's old 0.015 with eps 0.3)
-    assert ScenarioConfig().hash == "e2eb261cf7d0df60"
+    # computed before counts existed (the embedded default of then, 15% poisons; the paper's old 0.015 with eps 0.3)
+    assert ScenarioConfig(attack_params={"poison_fraction": 0.15}).hash == "e2eb261cf7d0df60"
     assert ScenarioConfig(attack_params={"poison_fraction": 0.015, "eps": 0.3}).hash == "2803e397569ecdda"
     assert _scenario("--preset", "paper-small").hash == "060a39362ce3e37d"
 

@@ -21,6 +21,7 @@ from unlearn_search.methods.gd import GDConfig
 from unlearn_search.methods.gd import search_space as gd_space
 from unlearn_search.scenario import ScenarioConfig, build_scenario, evaluate, train_references
 from unlearn_search.training import TrainConfig
+from unlearn_search.unlearning import Yardstick
 
 FAST = ["--train-epochs", "3"]
 
@@ -161,7 +162,8 @@ def tiny_refs():
     sc = build_scenario(cfg, ctx)
     models = train_references(sc, ctx)
     metrics = {r: evaluate(m, sc, ctx) for r, m in models.items()}
-    return sc, models, metrics, sc.attack.scores(models["retrain"], sc.data, sc.poisoning, ctx), ctx
+    scores = {r: sc.attack.scores(m, sc.data, sc.poisoning, ctx) for r, m in models.items()}
+    return sc, models, metrics, Yardstick.of(sc.attack, scores["poisoned"], scores["retrain"], ctx), ctx
 
 
 class _Reporter:
@@ -176,7 +178,7 @@ class _Reporter:
 
 
 def test_diverging_trial_is_pruned_with_its_reason_and_the_study_completes(tiny_refs):
-    sc, models, metrics, retrain_scores, ctx = tiny_refs
+    sc, models, metrics, yard, ctx = tiny_refs
 
     def explode(model, splits, cfg, budget, ctx, on_epoch=None):
         bad = UnlearnResult(model=__import__("copy").deepcopy(model), compute_used=1.0, info={"diverged": 1.0})
@@ -189,7 +191,7 @@ def test_diverging_trial_is_pruned_with_its_reason_and_the_study_completes(tiny_
     tc = search.TuneConfig(method="gd", storage="sqlite:///:memory:")
     study = optuna.create_study(direction="maximize")
     reporter = _Reporter()
-    objective = search.make_objective(tc, method, sc, models["poisoned"], metrics, retrain_scores, ctx, reporter)
+    objective = search.make_objective(tc, method, sc, models["poisoned"], metrics, yard, ctx, reporter)
     study.optimize(objective, n_trials=3, catch=(Exception,))
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 3
     assert all("diverged" in t.user_attrs["reason"] for t in study.trials)

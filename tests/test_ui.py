@@ -135,7 +135,8 @@ def test_registered_best_model_shows_its_alias_and_description(store, ui, page, 
     page.screenshot(path=str(tmp_path / "registered_version.png"), full_page=True)
     text = page.inner_text("body")
     assert "@best" in re.sub(r"\s", "", text), text[:2000]  # the alias chip, "@ best"
-    verdict = "removed" if "poison **removed**" in mv.description else "NOT removed"
+    (verdict,) = [v for v in ("not removed", "removed", "inconclusive", "attack too weak to judge")
+                  if f"poison **{v}**" in mv.description]
     assert f"poison {verdict}" in text  # the description rendered (Markdown bold gone)
     assert "unlearn_search.retrain/" in text and "param.lr" in text
 

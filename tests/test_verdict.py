@@ -254,3 +254,20 @@ def test_mean_ci_is_the_student_t_interval():
     m, lo, hi = verdict.mean_ci([0.2, 0.4, 0.9])
     half = stats.t.ppf(0.975, 2) * np.std([0.2, 0.4, 0.9], ddof=1) / math.sqrt(3)
     assert (m, lo, hi) == pytest.approx((0.5, 0.5 - half, 0.5 + half))
+
+
+def test_bad_verdict_options_are_refused_at_the_command_line(mlflow_store, cli_exit, capsys):
+    """One line, exit status 2, nothing written: a margin or split fraction outside (0, 1), or too few poisons to
+    split (7 poisons at 0.3: parts of 2 and 5, below the 4 each part needs)."""
+    import os
+
+    assert cli_exit(["tune", "--method", "gd", "--equivalence-margin", "1.5"]) == 2
+    assert cli_exit(["compare", "--select-fraction", "0"]) == 2
+    assert cli_exit(["unlearn", "--method", "gd", "--select-fraction", "1"]) == 2
+    assert cli_exit(["tune", "--method", "gd", "--poison-fraction", "7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4, err
+    assert "equivalence_margin=1.5 is out of range; valid: a number in (0, 1)" in err[0]
+    assert "select_fraction=0.0 is out of range" in err[1] and "select_fraction=1.0 is out of range" in err[2]
+    assert "give parts of 2 and 5; valid: at least 4 in each part" in err[3]
+    assert not os.path.exists("mlruns") and "optuna_journal.log" not in os.listdir()

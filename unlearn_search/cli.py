@@ -537,7 +537,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                     help="Optuna storage shared by all workers: a journal file (one machine), a database URL "
                     "such as postgresql://user:${PGPASSWORD}@host/db (many machines), or an Optuna gRPC storage proxy "
                     "grpc://host:port (more workers than a database serves); $VARS come from the environment")
-    tu.add_argument("--study-name", default="", help="default: <method>-<scenario hash>")
+    tu.add_argument("--study-name", default="", help="default: <method>-<scenario hash>-c")
     tu.add_argument("--discovered-fraction", type=float, default=1.0, help=DISCOVERED_HELP)
     _add_verdict_args(tu)
     tu.add_argument("--sampler-seed", type=int, default=-1,

@@ -378,7 +378,8 @@ def _plots(table: list[report.Row], curves: dict[str, list[list[float]]], levels
         [r.name for r in methods], [r.values.get("removal", []) for r in methods], [r.ci for r in methods],
         "Best poison removal per seed (dots), mean and 95% interval"))
     tracking.log_figures("search_progress", plots.best_so_far(
-        histories, "Best feasible removal found so far, against trials (mean over seeds)"))
+        histories, "The search's best so far: closeness to retraining on the selection part (mean over seeds)",
+        ylabel="best -|1 - removal| so far (selection part)", target=0.0))
     mean_std = {}
     for m, per_seed in curves.items():
         arr = np.array(per_seed, dtype=float)  # (seeds, levels)

@@ -262,10 +262,12 @@ def removal_by_seed(
     return fig, pf
 
 
-def best_so_far(histories: Mapping[str, Sequence[Sequence[float]]], title: str) -> tuple[Figure, go.Figure]:
-    """Per method, the best feasible removal found after each trial, averaged over seeds (thin lines: each seed;
-    the mean starts once every seed has a feasible trial).
-    ``histories``: method -> per seed, the removal of each finished trial in order (NaN where none)."""
+def best_so_far(histories: Mapping[str, Sequence[Sequence[float]]], title: str,
+                ylabel: str = "best feasible removal so far", target: float = 1.0) -> tuple[Figure, go.Figure]:
+    """Per method, the best feasible value (the search's objective) found after each trial, averaged over seeds
+    (thin lines: each seed; the mean starts once every seed has a feasible trial), with retraining's value
+    ``target`` as a line. ``histories``: method -> per seed, the value of each finished trial in order (NaN where
+    none)."""
     fig, ax = plt.subplots(figsize=(7 + LEGEND_WIDTH, 4.5))
     pf = go.Figure()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -290,12 +292,12 @@ def best_so_far(histories: Mapping[str, Sequence[Sequence[float]]], title: str) 
         mean = padded.mean(axis=0)  # NaN until every seed has a feasible trial: a mean of fewer seeds could fall
         ax.step(np.arange(1, n + 1), mean, where="post", color=color, lw=2, label=name)
         pf.add_scatter(x=np.arange(1, n + 1), y=mean, mode="lines", line_shape="hv", name=name)
-    ax.axhline(1.0, color="black", ls="--", lw=1, label="retrain")
+    ax.axhline(target, color="black", ls="--", lw=1, label="retrain")
     ax.set_xlabel("trials")
-    ax.set_ylabel("best feasible removal so far")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     _legend_beside(ax)
     fig.tight_layout()
-    pf.add_hline(y=1.0, line_dash="dash", annotation_text="retrain")
-    pf.update_layout(title=title, xaxis_title="trials", yaxis_title="best feasible removal so far")
+    pf.add_hline(y=target, line_dash="dash", annotation_text="retrain")
+    pf.update_layout(title=title, xaxis_title="trials", yaxis_title=ylabel)
     return fig, pf

@@ -33,9 +33,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from scipy import stats
+
+
+def _stats() -> Any:
+    """SciPy's statistics on first use: `attacks` imports this module, and benchmarks/gpu_check.py imports the
+    attacks where SciPy is not installed."""
+    from scipy import stats
+
+    return stats
+
 
 #: Significance level of every test of the verdict.
 LEVEL = 0.05
@@ -109,7 +118,7 @@ class Residue:
         v = np.asarray(values, float)
         n = len(v)
         if self.exact_null and n >= 4 and np.ptp(retrain) > 0:
-            fit = stats.linregress(np.asarray(retrain, float), v)
+            fit = _stats().linregress(np.asarray(retrain, float), v)
             return Estimate(float(fit.intercept), float(fit.intercept_stderr), float(n - 2))
         if n < 2:
             return Estimate(float(v.mean()) if n else math.nan, math.inf, 1.0)
@@ -127,7 +136,7 @@ def _one_sided_p(est: Estimate, below: bool) -> float:
             return 0.0 if (est.value < 0 if below else est.value > 0) else 1.0
         return 1.0
     t = est.value / est.se
-    dist = stats.norm if not math.isfinite(est.df) else stats.t(est.df)
+    dist = _stats().norm if not math.isfinite(est.df) else _stats().t(est.df)
     return float(dist.cdf(t) if below else dist.sf(t))
 
 
@@ -203,11 +212,11 @@ def needed_factor(residue: float, se: float, margin: float, raw_residue: float, 
     """About how many times the units (poisons in the verdict part, or seeds) an inconclusive answer would need to
     be decided at ``power``: whichever comes first of equivalence (if |residue| < margin) and rejection by the
     residual test, assuming the residue stays where it was estimated. inf when neither would ever decide."""
-    z_b = stats.norm.ppf(power)
+    z_b = _stats().norm.ppf(power)
     out = math.inf
     if math.isfinite(se) and se > 0 and abs(residue) < margin:
-        out = ((stats.norm.ppf(1 - level) + z_b) * se / (margin - abs(residue))) ** 2
-    z_a = stats.norm.ppf(1 - level / 2) if two_sided else stats.norm.ppf(1 - level)
+        out = ((_stats().norm.ppf(1 - level) + z_b) * se / (margin - abs(residue))) ** 2
+    z_a = _stats().norm.ppf(1 - level / 2) if two_sided else _stats().norm.ppf(1 - level)
     if math.isfinite(raw_se) and raw_se > 0 and raw_residue != 0 and (two_sided or raw_residue > 0):
         out = min(out, ((z_a + z_b) * raw_se / abs(raw_residue)) ** 2)
     return max(out, 1.0) if math.isfinite(out) else math.inf
@@ -248,10 +257,10 @@ def combined_pvalue(values: Sequence[float], method: str) -> float:
         return math.nan
     if method == "fisher":
         p = np.clip(x, 1e-300, 1.0)
-        return float(p[0]) if len(p) == 1 else float(stats.combine_pvalues(p, method="fisher").pvalue)
+        return float(p[0]) if len(p) == 1 else float(_stats().combine_pvalues(p, method="fisher").pvalue)
     s = len(x)
-    p_chi2 = float(stats.chi2.sf(float(np.sum(x ** 2)), df=s))
-    p_stouffer = float(2 * stats.norm.sf(abs(float(np.sum(x))) / math.sqrt(s)))
+    p_chi2 = float(_stats().chi2.sf(float(np.sum(x ** 2)), df=s))
+    p_stouffer = float(2 * _stats().norm.sf(abs(float(np.sum(x))) / math.sqrt(s)))
     if s == 1:
         return p_stouffer  # = p_chi2 for one seed: the two-sided z-test
     return min(1.0, 2 * min(p_chi2, p_stouffer))
@@ -277,7 +286,7 @@ def heterogeneity_pvalue(estimates: Sequence[Estimate]) -> float:
     if not math.isfinite(mean.value):
         return math.nan
     q = sum(((e.value - mean.value) / e.se) ** 2 for e in estimates)
-    return float(stats.chi2.sf(q, df=len(estimates) - 1))
+    return float(_stats().chi2.sf(q, df=len(estimates) - 1))
 
 
 def combined_equivalence(uppers: Sequence[Estimate], lowers: Sequence[Estimate | None],
@@ -304,5 +313,5 @@ def mean_ci(values: list[float] | np.ndarray, level: float = 0.95) -> tuple[floa
         return m, float("nan"), float("nan")
     if np.ptp(x) == 0:  # every seed gave the same value: a zero-width interval
         return m, m, m
-    lo, hi = stats.t.interval(level, df=len(x) - 1, loc=m, scale=stats.sem(x))
+    lo, hi = _stats().t.interval(level, df=len(x) - 1, loc=m, scale=_stats().sem(x))
     return m, float(lo), float(hi)

@@ -124,7 +124,9 @@ def test_shuffle_option_reproduces_the_earlier_default(fixture, alpha, tiny_spli
     res = m.run(model, tiny_splits, m.config(alpha=alpha, batch_size=64, shuffle=True), Budget(1.0, 1e6), ctx)
     selected, total = SHUFFLED_64[(fixture, alpha)]
     assert res.info["selected"] == selected
-    assert sum(float(p.detach().double().sum()) for p in res.model.parameters()) == pytest.approx(total, rel=1e-9)
+    # the selection is exact; the weights' sum only to float32 rounding, which differs between CPUs (seen: 1e-9
+    # on the machine that pinned these values, 2e-7 on an AMD EPYC)
+    assert sum(float(p.detach().double().sum()) for p in res.model.parameters()) == pytest.approx(total, rel=1e-5)
     default = m.run(model, tiny_splits, m.config(alpha=alpha), Budget(1.0, 1e6), ctx)
     assert default.info["selected"] != selected  # the authors' batching selects otherwise
 
