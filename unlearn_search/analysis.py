@@ -135,7 +135,7 @@ def gd_alignment(poisoned: nn.Module, data: tuple[torch.Tensor, torch.Tensor], s
     between that step's update and ``shift``, and between the cumulative update so far and ``shift``."""
     import copy
 
-    model = copy.deepcopy(poisoned).to(ctx.device).eval()  # eval: the updates of the model as it is evaluated
+    model = copy.deepcopy(poisoned).to(ctx.device).train()  # train mode, as GD's own updates (BatchNorm batch stats)
     xr, yr = (t.to(ctx.device) for t in data)
     gen = ctx.generator(offset=137)
     shift = shift / shift.norm()
@@ -162,10 +162,11 @@ def gd_alignment(poisoned: nn.Module, data: tuple[torch.Tensor, torch.Tensor], s
 def batch_gradients(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], ctx: RunContext, n_batches: int = 32,
                     batch_size: int = 64) -> torch.Tensor:
     """``n_batches`` per-batch mean gradients of the loss on random batches of ``data`` (the remaining set, as for
-    `gd_alignment`) at ``model`` (eval mode), as the rows of a (n_batches, n_params) float64 matrix."""
+    `gd_alignment`) at ``model`` in train mode, as GD's updates take them (BatchNorm on batch statistics), as the
+    rows of a (n_batches, n_params) float64 matrix."""
     import copy
 
-    work = copy.deepcopy(model).to(ctx.device).eval()
+    work = copy.deepcopy(model).to(ctx.device).train()
     xr, yr = data
     gen = ctx.generator(offset=139)
     rows = []
@@ -194,25 +195,59 @@ def gradient_span_fraction(grads: torch.Tensor, shift: torch.Tensor,
 # ---- LiRA -------------------------------------------------------------------------------------------------------
 
 
+#: Version of the stored shadow fits (`ShadowFits.to_arrays`): fits stored by older code (format 1: per-point means
+#: and pooled variances only, calibrated on test points) are not reused.
+LIRA_FORMAT = 2
+#: The fewest shadow models LiRA takes: its null is calibrated by leaving one complementary pair out and fitting on
+#: the rest, which needs two pairs left so that each point has a within-point variance (with one pair left, or 2-4
+#: shadows in all, the variance fell back to the spread across points, and a retrained model's poisons were flagged
+#: at TPR 0.32 at 1% FPR with 2 shadows); docs/analyze.md has the measured false-positive rates.
+MIN_SHADOWS = 6
+
+
 @dataclass(frozen=True)
-class ShadowFits:
-    """Per scored point (forget set, then test set): the mean φ of the shadows that trained on it (``mu_in``) and
-    of those that did not (``mu_out``), and the standard deviations pooled within the point's set (``sd_in``,
-    ``sd_out``)."""
+class Gaussians:
+    """Per scored point, the mean φ of the shadows that trained on it (``mu_in``) and of those that did not
+    (``mu_out``), and the standard deviations pooled within the point's set (``sd_in``, ``sd_out``)."""
 
     mu_in: np.ndarray
     mu_out: np.ndarray
     sd_in: np.ndarray
     sd_out: np.ndarray
-    n_shadows: int
+
+
+@dataclass(frozen=True)
+class ShadowFits:
+    """The shadows' φ on every scored point (forget set, then test set) and which points each trained on: LiRA's
+    Gaussians are fitted from them (`fit`), with any complementary pair left out for its calibrated null."""
+
+    phis: np.ndarray  # (n_shadows, n_scored)
+    members: np.ndarray  # (n_shadows, n_scored) bool
+    n_poison: int
+
+    @property
+    def n_shadows(self) -> int:
+        return len(self.phis)
+
+    def fit(self, leave_out_pair: int | None = None) -> Gaussians:
+        """The Gaussians from every shadow, or from all but the complementary pair ``leave_out_pair``."""
+        keep = np.ones(self.n_shadows, dtype=bool)
+        if leave_out_pair is not None:
+            keep[2 * leave_out_pair: 2 * leave_out_pair + 2] = False
+        k, n = self.n_poison, self.phis.shape[1]
+        return _gaussian_fits(self.phis[keep], self.members[keep], (slice(0, k), slice(k, n)))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"mu_in": self.mu_in, "mu_out": self.mu_out, "sd_in": self.sd_in, "sd_out": self.sd_out,
-                "n_shadows": np.array([self.n_shadows])}
+        return {"phis": self.phis, "members": self.members, "n_poison": np.array([self.n_poison]),
+                "format": np.array([LIRA_FORMAT])}
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> ShadowFits:
-        return cls(a["mu_in"], a["mu_out"], a["sd_in"], a["sd_out"], int(a["n_shadows"][0]))
+        """Raises ``ValueError`` for fits of another format (made by older code)."""
+        if "format" not in a or int(a["format"][0]) != LIRA_FORMAT:
+            raise ValueError(f"shadow fits of format {int(a['format'][0]) if 'format' in a else 1}, not "
+                             f"{LIRA_FORMAT}")
+        return cls(a["phis"], a["members"].astype(bool), int(a["n_poison"][0]))
 
 
 def scored_points(scenario: Scenario) -> tuple[torch.Tensor, torch.Tensor]:
@@ -231,12 +266,14 @@ def logit_confidence(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device:
 
 
 def check_shadows(name: str, n: int, off_allowed: bool = False) -> None:
-    """A shadow count must be even (complementary pairs) and at least 2 (or 0, off, where ``off_allowed``)."""
-    if (n == 0 and off_allowed) or (n >= 2 and n % 2 == 0):
+    """A shadow count must be even (complementary pairs) and at least `MIN_SHADOWS` (or 0, off, where
+    ``off_allowed``)."""
+    if (n == 0 and off_allowed) or (n >= MIN_SHADOWS and n % 2 == 0):
         return
     from .errors import UsageError
 
-    valid = "0 (off) or an even number >= 2" if off_allowed else "an even number >= 2 (pairs of halves)"
+    even = f"an even number >= {MIN_SHADOWS} (pairs of halves; fewer cannot calibrate LiRA's null)"
+    valid = f"0 (off) or {even}" if off_allowed else even
     raise UsageError(f"{name}={n!r} is not valid; valid: {valid}")
 
 
@@ -279,13 +316,13 @@ def train_shadows(scenario: Scenario, n_shadows: int, ctx: RunContext) -> Shadow
 def fit_shadows(shadows: Shadows, scenario: Scenario, device: torch.device) -> ShadowFits:
     x, y = scored_points(scenario)
     phis = np.stack([logit_confidence(m, x, y, device) for m in shadows.models])
-    k = scenario.poisoning.n_poison
-    return _gaussian_fits(phis, shadows.members, (slice(0, k), slice(k, len(x))))  # forget, test
+    return ShadowFits(phis, shadows.members.astype(bool), scenario.poisoning.n_poison)
 
 
-def _gaussian_fits(phis: np.ndarray, member: np.ndarray, groups: tuple[slice, ...]) -> ShadowFits:
+def _gaussian_fits(phis: np.ndarray, member: np.ndarray, groups: tuple[slice, ...]) -> Gaussians:
     """Per point, the mean φ of the shadows where it is in (``member``) and where it is out; standard deviations
-    pooled within each group of points. Non-finite φ (a shadow that diverged) are left out of both."""
+    pooled within each group of points. Non-finite φ (a shadow that diverged) are left out of both. A group without
+    a within-point degree of freedom raises ``ValueError`` (no silent fallback to the spread across points)."""
     finite = np.isfinite(phis)
     phis = np.where(finite, phis, 0.0)
     fits = {}
@@ -297,10 +334,12 @@ def _gaussian_fits(phis: np.ndarray, member: np.ndarray, groups: tuple[slice, ..
         sd = np.zeros(phis.shape[1])
         for g in groups:
             dof = int((count[g] - 1).clip(min=0).sum())
-            var = sq[:, g].sum() / dof if dof > 0 else float(np.nanvar(mu[g]))
-            sd[g] = max(float(np.sqrt(var)), 1e-6)
+            if dof <= 0:
+                raise ValueError(f"too few shadow models to fit a variance ({len(phis)} used); at least "
+                                 f"{MIN_SHADOWS} are needed")
+            sd[g] = max(float(np.sqrt(sq[:, g].sum() / dof)), 1e-6)
         fits[name] = (mu, sd)
-    return ShadowFits(fits["in"][0], fits["out"][0], fits["in"][1], fits["out"][1], len(phis))
+    return Gaussians(fits["in"][0], fits["out"][0], fits["in"][1], fits["out"][1])
 
 
 def lira_scores(phi: np.ndarray, mu_in: np.ndarray, mu_out: np.ndarray, sd_in: np.ndarray | float,
@@ -311,19 +350,48 @@ def lira_scores(phi: np.ndarray, mu_in: np.ndarray, mu_out: np.ndarray, sd_in: n
     return stats.norm.logpdf(phi, mu_in, sd_in) - stats.norm.logpdf(phi, mu_out, sd_out)
 
 
+#: LiRA's null check: a model that never saw the poisons must give AUC 0.5; a retrained model further than this from
+#: it flags the scenario's LiRA numbers (`null_check`).
+NULL_AUC_TOLERANCE = 0.05
+
+
+def null_check(retrain_auc: float) -> str:
+    """The retrained model's LiRA AUC beside every LiRA number, in words, flagged when |AUC - 0.5| >
+    `NULL_AUC_TOLERANCE` (its null is then off on this scenario and its numbers are not to be read as rates)."""
+    if not math.isfinite(retrain_auc):
+        return "null check: no retrained model's AUC"
+    flag = abs(retrain_auc - 0.5) > NULL_AUC_TOLERANCE
+    return (f"null check: the retrained model's AUC {retrain_auc:.2f}"
+            + (f" (NOT within 0.5 ± {NULL_AUC_TOLERANCE:g}: LiRA's null is off here, do not read its rates)"
+               if flag else f" (within 0.5 ± {NULL_AUC_TOLERANCE:g})"))
+
+
+#: Below this many negatives a TPR at 0.1% FPR is not measured (NaN): the threshold would be interpolated.
+MIN_NEGATIVES_AT_0_1 = 1000
+
+
 def lira(model: nn.Module, scenario: Scenario, fits: ShadowFits, device: torch.device) -> dict[str, float]:
-    """LiRA on ``model``: the forget set (positives) against the test set (negatives): AUC and the TPR at 0.1% and
-    1% FPR."""
-    k = scenario.poisoning.n_poison
-    forget, test = slice(0, k), slice(k, None)
+    """LiRA on ``model``'s poisons against their own calibrated null: for each complementary pair of shadows left
+    out, the Gaussians are fitted on the other shadows; the model's poisons are scored with them (positives) and so
+    are the same poisons under the left-out shadow that did not train on each (negatives: what a model that never
+    saw a poison scores under the very fits it is judged with). AUC, TPR at 1% FPR and at 0.1% FPR (NaN with fewer
+    than `MIN_NEGATIVES_AT_0_1` negatives). A model that never saw the poisons gives AUC 0.5 and TPR 1% at 1% FPR."""
+    k = fits.n_poison
     xf, yf = scenario.forget
-    d = scenario.data
-    s_f = lira_scores(logit_confidence(model, xf, yf, device), fits.mu_in[forget], fits.mu_out[forget],
-                      fits.sd_in[forget], fits.sd_out[forget])
-    s_t = lira_scores(logit_confidence(model, d.x_test, d.y_test, device), fits.mu_in[test], fits.mu_out[test],
-                      fits.sd_in[test], fits.sd_out[test])
-    fpr, tpr = roc_curve(s_f, s_t)
-    return {"lira_auc": auc_of_curve(fpr, tpr), "lira_tpr_at_0.1fpr": float(np.interp(0.001, fpr, tpr)),
+    phi = logit_confidence(model, xf, yf, device)
+    pos, neg = [], []
+    for pair in range(fits.n_shadows // 2):
+        g = fits.fit(leave_out_pair=pair)
+        a, b = 2 * pair, 2 * pair + 1
+        out_a = ~fits.members[a, :k]
+        held = np.where(out_a, fits.phis[a, :k], fits.phis[b, :k])  # each poison is out of exactly one of the two
+        args = (g.mu_in[:k], g.mu_out[:k], g.sd_in[:k], g.sd_out[:k])
+        pos.append(lira_scores(phi, *args))
+        neg.append(lira_scores(held, *args))
+    p, n = np.nan_to_num(np.concatenate(pos)), np.nan_to_num(np.concatenate(neg))
+    fpr, tpr = roc_curve(p, n)
+    return {"lira_auc": auc_of_curve(fpr, tpr),
+            "lira_tpr_at_0.1fpr": float(np.interp(0.001, fpr, tpr)) if len(n) >= MIN_NEGATIVES_AT_0_1 else math.nan,
             "lira_tpr_at_1fpr": float(np.interp(0.01, fpr, tpr))}
 
 
@@ -333,7 +401,7 @@ def lira(model: nn.Module, scenario: Scenario, fits: ShadowFits, device: torch.d
 UnlearnFn = Callable[[nn.Module, Splits, RunContext], nn.Module]
 
 
-def ulira_fits(shadows: Shadows, scenario: Scenario, unlearn_fn: UnlearnFn, ctx: RunContext) -> ShadowFits:
+def ulira_fits(shadows: Shadows, scenario: Scenario, unlearn_fn: UnlearnFn, ctx: RunContext) -> Gaussians:
     """U-LiRA's fits for one method (Hayes et al. 2024, "Inexact unlearning needs more careful evaluations"): each
     shadow unlearns the poisons it trained on (its members of the forget set; its test-set members stay in its
     retain set) with ``unlearn_fn``; per poison, the φ of the shadows that trained on it and then unlearned it
@@ -351,18 +419,21 @@ def ulira_fits(shadows: Shadows, scenario: Scenario, unlearn_fn: UnlearnFn, ctx:
     return _gaussian_fits(phis, shadows.members[:, :k], (slice(0, k),))
 
 
-def ulira(model: nn.Module, retrain: nn.Module, scenario: Scenario, fits: ShadowFits,
+def ulira(model: nn.Module, retrain: nn.Module, scenario: Scenario, fits: Gaussians,
           device: torch.device) -> dict[str, float]:
     """U-LiRA on ``model`` (unlearned by the method whose shadows gave ``fits``): the likelihood ratio "trained on
     and unlearned" against "never seen" of each poison, the unlearned model's poisons as positives against the
     retrained model's (the same points, never seen) as negatives: AUC 0.5 when the method's output cannot be told
-    from retraining on the poisons; TPR at 0.1% and 1% FPR (with k poisons, an FPR below 1/k is interpolated)."""
+    from retraining on the poisons; TPR at 1% FPR, and at 0.1% FPR only with at least `MIN_NEGATIVES_AT_0_1`
+    poisons (else NaN)."""
     xf, yf = scenario.forget
 
     def scores(m: nn.Module) -> np.ndarray:
         s = lira_scores(logit_confidence(m, xf, yf, device), fits.mu_in, fits.mu_out, fits.sd_in, fits.sd_out)
         return np.nan_to_num(s, nan=0.0)  # a point no shadow could fit: no evidence either way
 
-    fpr, tpr = roc_curve(scores(model), scores(retrain))
-    return {"ulira_auc": auc_of_curve(fpr, tpr), "ulira_tpr_at_0.1fpr": float(np.interp(0.001, fpr, tpr)),
+    negatives = scores(retrain)
+    fpr, tpr = roc_curve(scores(model), negatives)
+    at_0_1 = float(np.interp(0.001, fpr, tpr)) if len(negatives) >= MIN_NEGATIVES_AT_0_1 else math.nan
+    return {"ulira_auc": auc_of_curve(fpr, tpr), "ulira_tpr_at_0.1fpr": at_0_1,
             "ulira_tpr_at_1fpr": float(np.interp(0.01, fpr, tpr))}

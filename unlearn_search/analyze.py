@@ -73,8 +73,12 @@ def shadow_fits(refs: Any, n_shadows: int, ctx: RunContext,
         except Exception:  # a run that died before logging them
             continue
         with np.load(io.BytesIO(data)) as z:
-            log.info("LiRA: reusing the fits of %d shadow models from run %s", n_shadows, run.info.run_id)
-            fits = analysis.ShadowFits.from_arrays({k: z[k] for k in z.files})
+            try:
+                fits = analysis.ShadowFits.from_arrays({k: z[k] for k in z.files})
+            except ValueError as e:  # made by older code (another LiRA): refit from the stored models
+                log.info("LiRA: not reusing the fits of run %s: %s", run.info.run_id, e)
+                continue
+        log.info("LiRA: reusing the fits of %d shadow models from run %s", n_shadows, run.info.run_id)
         break
     if fits is None:  # the models are stored too, for U-LiRA
         fits = analysis.fit_shadows(shadow_set(refs, n_shadows, ctx), sc, ctx.device)
@@ -231,8 +235,9 @@ def hypotheses(refs: Any, control: nn.Module, ctx: RunContext, gd_steps: int = 5
     curves: dict[str, list[float]] = {}
     for label, d in shifts.items():
         key = "poison" if label == "poisons" else "clean"
-        grads = analysis.batch_gradients(poisoned, remaining[label], ctx, n_batches=span_batches)
-        al = analysis.gd_alignment(poisoned, remaining[label], d, ctx, steps=gd_steps)
+        with ctx.seeded_global_rng(9):  # train mode, as GD's updates: a model's dropout draws from the global RNG
+            grads = analysis.batch_gradients(poisoned, remaining[label], ctx, n_batches=span_batches)
+            al = analysis.gd_alignment(poisoned, remaining[label], d, ctx, steps=gd_steps)
         curves[f"{label}: each step"] = al["step_cosine"].tolist()
         curves[f"{label}: cumulative"] = al["cumulative_cosine"].tolist()
         h2[f"h2_cosine_first_step_{key}"] = float(al["step_cosine"][0])
@@ -354,7 +359,8 @@ def _headline(h1: dict[str, float], h2: dict[str, float], rows: list[dict[str, A
     still = [m for m, v in lira.items() if m not in ("no unlearning", "retrain") and v > 2 * max(lira["retrain"], 0.01)]
     return (hypotheses_sentence([(h1, h2)], span_batches, gd_steps)
             + f" LiRA at 1% FPR: poisoned {lira['no unlearning']:.2f}, retrained {lira['retrain']:.2f}"
-            + (f"; still above twice the retrained model's for {', '.join(still)}." if still else ".")
+            + (f"; still above twice the retrained model's for {', '.join(still)}" if still else "")
+            + f" ({analysis.null_check(next(r['lira_auc'] for r in rows if r['model'] == 'retrain'))})."
             + _ulira_sentence(rows))
 
 

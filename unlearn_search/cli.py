@@ -257,7 +257,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
     check_shadows("lira_shadows", a.lira_shadows, off_allowed=True)
     if a.ulira and not a.lira_shadows:
-        raise UsageError("ulira=true needs shadow models: give lira_shadows (an even number >= 2) too")
+        raise UsageError("ulira=true needs shadow models: give lira_shadows (an even number >= 6) too")
     if a.ulira and fractions != [1.0]:
         raise UsageError(f"ulira=true applies when every poison is told; discovered_fraction={a.discovered_fraction} "
                          "is not 1")

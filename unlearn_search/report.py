@@ -230,10 +230,14 @@ def _lira_sentence(rows: Sequence[Row]) -> str:
     lira = {r.name: r.mean.get("lira_tpr_at_1fpr", float("nan")) for r in rows}
     floor = 2 * max(lira.get("retrain", float("nan")), 0.01)
     still = [n for n, v in lira.items() if n not in REFERENCE_ROWS and v > floor]
+    from .analysis import null_check
+
+    retrain_auc = next((r.mean.get("lira_auc", float("nan")) for r in rows if r.name == "retrain"), float("nan"))
     return (f" LiRA at 1% FPR (mean over seeds): poisoned {lira.get('no unlearning', float('nan')):.2f}, retrained "
             f"{lira.get('retrain', float('nan')):.2f}; "
-            + (f"still above twice the retrained model's for {', '.join(still)}." if still else
-               "no method's best model above twice the retrained model's."))
+            + (f"still above twice the retrained model's for {', '.join(still)}" if still else
+               "no method's best model above twice the retrained model's")
+            + f" ({null_check(retrain_auc)}).")
 
 
 def verdict_cell(row: Row) -> str:
