@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 from torch import nn
 
 from unlearn_search import analysis
@@ -116,6 +117,23 @@ def test_first_gd_cosine_is_the_negative_gradients_by_hand(default_scenario) -> 
     # after one step the cumulative update is that step, read back from the float32 weights (rounding: ~1e-3)
     assert al["cumulative_cosine"][0] == pytest.approx(al["step_cosine"][0], rel=1e-2)
     assert torch.equal(analysis.param_vector(poisoned), before)  # the poisoned model is not mutated
+
+
+def test_h1_l1_ratio_over_control_draws_by_hand() -> None:
+    """H1 as the paper states it: ℓ1 shifts, one ratio per control draw, their mean and t-interval."""
+    def linear(w: list[float]) -> nn.Module:
+        m = nn.Linear(len(w), 1, bias=False)
+        with torch.no_grad():
+            m.weight.copy_(torch.tensor([w]))
+        return m
+
+    poisoned, retrain = linear([0.0, 0.0]), linear([3.0, -1.0])  # ℓ1 shift 4
+    controls = [linear([1.0, 1.0]), linear([2.0, 0.0]), linear([0.0, -1.0])]  # ℓ1 shifts 2, 2, 1
+    h1 = analysis.l1_ratio_over_draws(poisoned, retrain, controls)
+    assert [h1[f"h1_l1_ratio_draw{i}"] for i in range(3)] == [2.0, 2.0, 4.0]
+    half = stats.t.ppf(0.975, 2) * np.std([2.0, 2.0, 4.0], ddof=1) / math.sqrt(3)
+    assert (h1["h1_l1_ratio_mean"], h1["h1_l1_ratio_low"], h1["h1_l1_ratio_high"]) == pytest.approx(
+        (8 / 3, 8 / 3 - half, 8 / 3 + half))
 
 
 def test_lira_scores_by_hand() -> None:
@@ -227,14 +245,14 @@ def test_analyze_end_to_end_logs_h1_h2_lira_and_reuses_what_it_trained(mlflow_st
     assert run.data.tags["mlflow.note.content"].startswith("H1: ")
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"plots/h1_model_shift.png", "plots/h2_gd_cosine.png", "plots/detectors_tpr.png"} <= arts
-    assert len(client.search_model_versions("name = 'unlearn_search.control'")) == 1
+    assert len(client.search_model_versions("name = 'unlearn_search.control'")) == 3  # H1's three control draws
     # a second analysis trains nothing: the control and the shadows' fits are reused
     caplog.set_level("INFO", logger="unlearn_search")
     assert cli.main(["analyze", "--shadows", "6", "--gd-steps", "5", "--span-batches", "4", *args]) == 0
     logged = caplog.text
-    assert "clean control: reusing" in logged and "LiRA: reusing 6 shadow models" in logged
+    assert "clean control (draw 0): reusing" in logged and "LiRA: reusing 6 shadow models" in logged
     assert "U-LiRA: gd on 6 shadow models" in logged and "LiRA: training" not in logged
-    assert len(client.search_model_versions("name = 'unlearn_search.control'")) == 1
+    assert len(client.search_model_versions("name = 'unlearn_search.control'")) == 3  # H1's three control draws
 
 
 @pytest.mark.slow
@@ -262,7 +280,7 @@ def test_compare_puts_lira_beside_gus_and_the_loss_mia(mlflow_store, capsys, cap
     assert cli.main(["analyze", "--shadows", "6", "--gd-steps", "2", "--span-batches", "2",
                      "--train-epochs", "10"]) == 0
     assert "LiRA: reusing 6 shadow models" in caplog.text and "LiRA: training" not in caplog.text
-    assert "clean control: reusing" in caplog.text
+    assert "clean control (draw 0): reusing" in caplog.text
     capsys.readouterr()  # analyze's own output  # the control --hypotheses registered
     assert cli.main(args) == 0  # off by default: the table and headline as before
     out = capsys.readouterr().out

@@ -58,19 +58,22 @@ CONTROL_OFFSET = 131  # ctx.generator offset of the control's random clean point
 # ---- H1 --------------------------------------------------------------------------------------------------------
 
 
-def control_set(scenario: Scenario, ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """S_corr minus as many random retain points as there are poisons (the poisons stay)."""
+def control_set(scenario: Scenario, ctx: RunContext, draw: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """S_corr minus as many random retain points as there are poisons (the poisons stay); ``draw`` picks another
+    random set of clean points (draw 0 is the one controls were always trained on)."""
     xr, yr = scenario.retain
     k = scenario.poisoning.n_poison
-    drop = torch.randperm(len(xr), generator=ctx.generator(offset=CONTROL_OFFSET))[:k]
+    offset = CONTROL_OFFSET if draw == 0 else CONTROL_OFFSET + 10_000 + draw
+    drop = torch.randperm(len(xr), generator=ctx.generator(offset=offset))[:k]
     keep = torch.ones(len(xr), dtype=torch.bool)
     keep[drop] = False
     return torch.cat([xr[keep], scenario.poisoning.x_poison]), torch.cat([yr[keep], scenario.poisoning.y_poison])
 
 
-def train_control(scenario: Scenario, ctx: RunContext) -> nn.Module:
-    """The clean control: `control_set` trained with the references' recipe, initial weights and shuffling seed."""
-    x, y = control_set(scenario, ctx)
+def train_control(scenario: Scenario, ctx: RunContext, draw: int = 0) -> nn.Module:
+    """The clean control: `control_set` (of ``draw``) trained with the references' recipe, initial weights and
+    shuffling seed."""
+    x, y = control_set(scenario, ctx, draw)
     model = create_model(scenario.spec, seed=scenario.config.seed)
     return train(model, x, y, scenario.config.train, ctx.child(11))
 
@@ -104,6 +107,20 @@ def model_shift(poisoned: nn.Module, retrain: nn.Module, control: nn.Module, x_t
         clean = out[f"h1_{kind}_clean"]
         out[f"h1_{kind}_ratio"] = out[f"h1_{kind}_poison"] / clean if clean > 0 else float("inf")
     return out
+
+
+def l1_ratio_over_draws(poisoned: nn.Module, retrain: nn.Module, controls: list[nn.Module]) -> dict[str, float]:
+    """H1 as the paper states it: the ℓ1 parameter shift of removing the poisons over that of removing as many
+    random clean points, for each control draw, with its mean and 95% t-interval over the draws (NaN bounds with
+    one draw)."""
+    from .verdict import mean_ci
+
+    theta_p = param_vector(poisoned)
+    poison = float((param_vector(retrain) - theta_p).abs().sum())
+    ratios = [poison / float((param_vector(c) - theta_p).abs().sum()) for c in controls]
+    mean, lo, hi = mean_ci(ratios)
+    return {"h1_l1_ratio_mean": mean, "h1_l1_ratio_low": lo, "h1_l1_ratio_high": hi,
+            "h1_control_draws": float(len(controls)), **{f"h1_l1_ratio_draw{i}": r for i, r in enumerate(ratios)}}
 
 
 def progress(unlearned: nn.Module, poisoned: nn.Module, retrain: nn.Module) -> dict[str, float]:

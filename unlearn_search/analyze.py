@@ -26,31 +26,45 @@ from .context import RunContext
 from .models import load_model
 from .scenario import ScenarioConfig, evaluate
 from .store import ensure_references
+from .verdict import mean_ci
 
 log = logging.getLogger(__name__)
 
 CONTROL_ROLE = "control"
 
 
-def control_model(refs: Any, ctx: RunContext) -> nn.Module:
-    """The scenario's clean control: the registered one (``unlearn_search.control`` with the scenario's hash), else
-    trained (`analysis.train_control`) and registered from a nested run of the active run."""
+#: Clean controls drawn for H1's interval (each another random set of clean points; one training each).
+CONTROL_DRAWS = 3
+
+
+def control_model(refs: Any, ctx: RunContext, draw: int = 0) -> nn.Module:
+    """The scenario's clean control of ``draw``: the registered one (``unlearn_search.control`` with the scenario's
+    hash and, beyond draw 0, tag ``draw``), else trained (`analysis.train_control`) and registered from a nested run
+    of the active run."""
     sc = refs.scenario
-    found = tracking.find_versions(CONTROL_ROLE, {"scenario_hash": sc.config.hash})
+    found = [v for v in tracking.find_versions(CONTROL_ROLE, {"scenario_hash": sc.config.hash})
+             if int(v.tags.get("draw", "0")) == draw]
     if found:
         spec, state = tracking.load_weights(str(found[0].run_id))
-        log.info("clean control: reusing %s v%s", found[0].name, found[0].version)
+        log.info("clean control (draw %d): reusing %s v%s", draw, found[0].name, found[0].version)
         return load_model(spec, state).to(ctx.device).eval()
-    log.info("clean control: training on S_corr minus %d random clean points", sc.poisoning.n_poison)
-    model = analysis.train_control(sc, ctx)
-    with tracking.run(CONTROL_ROLE, tags={"scenario_hash": sc.config.hash, "role": CONTROL_ROLE}, nested=True):
-        tags = {"scenario_hash": sc.config.hash, "role": CONTROL_ROLE, "scenario_run_id": refs.scenario_run_id}
+    log.info("clean control (draw %d): training on S_corr minus %d random clean points", draw, sc.poisoning.n_poison)
+    model = analysis.train_control(sc, ctx, draw)
+    with tracking.run(CONTROL_ROLE, tags={"scenario_hash": sc.config.hash, "role": CONTROL_ROLE, "draw": str(draw)},
+                      nested=True):
+        tags = {"scenario_hash": sc.config.hash, "role": CONTROL_ROLE, "scenario_run_id": refs.scenario_run_id,
+                "draw": str(draw)}
         tracking.log_model(model, sc.spec, CONTROL_ROLE, tags, input_example=sc.data.x_test[:2], name=CONTROL_ROLE,
                            tokenizer=sc.data.tokenizer,
-                           description=f"Clean control of scenario `{sc.config.hash}`: trained like the references "
-                                       f"on S_corr minus {sc.poisoning.n_poison} random clean points (the poisons "
-                                       "kept), the H1 comparison for removing the poisons.")
+                           description=f"Clean control of scenario `{sc.config.hash}` (draw {draw}): trained like "
+                                       f"the references on S_corr minus {sc.poisoning.n_poison} random clean points "
+                                       "(the poisons kept), the H1 comparison for removing the poisons.")
     return model
+
+
+def control_models(refs: Any, ctx: RunContext, draws: int = CONTROL_DRAWS) -> list[nn.Module]:
+    """Draws 0..``draws``-1 of the clean control (`control_model`)."""
+    return [control_model(refs, ctx, d) for d in range(draws)]
 
 
 def shadow_fits(refs: Any, n_shadows: int, ctx: RunContext,
@@ -219,13 +233,15 @@ def best_models(cfg: ScenarioConfig, methods: list[str], ctx: RunContext,
     return out
 
 
-def hypotheses(refs: Any, control: nn.Module, ctx: RunContext, gd_steps: int = 50,
+def hypotheses(refs: Any, controls: list[nn.Module], ctx: RunContext, gd_steps: int = 50,
                span_batches: int = 32) -> tuple[dict[str, float], dict[str, float], dict[str, list[float]]]:
-    """H1's distances and H2's cosines and span fractions for a scenario's references and clean control (see
-    `analysis`), and H2's cosine curves by label."""
+    """H1's distances (against the first control) and its ℓ1 ratio over every control draw, H2's cosines and span
+    fractions (the first control) for a scenario's references (see `analysis`), and H2's cosine curves by label."""
     sc = refs.scenario
     poisoned, retrain = refs.models["poisoned"], refs.models["retrain"]
+    control = controls[0]
     h1 = analysis.model_shift(poisoned, retrain, control, sc.data.x_test, ctx.device)
+    h1.update(analysis.l1_ratio_over_draws(poisoned, retrain, controls))
     # H2: the needed shift (poisons) and the control's (clean points), each against the data that remains after it
     theta_p = analysis.param_vector(poisoned)
     shifts = {"poisons": analysis.param_vector(retrain) - theta_p,
@@ -253,10 +269,13 @@ def hypotheses_sentence(found: list[tuple[dict[str, float], dict[str, float]]], 
     def mean(d: int, key: str) -> float:
         return float(np.mean([f[d][key] for f in found]))
 
-    ratio = mean(0, "h1_param_l2_ratio")
-    over = f" (mean over {len(found)} seeds)" if len(found) > 1 else ""
-    return (f"H1{over}: removing the poisons moved the parameters {ratio:.2f}x as far (l2) as removing as many clean "
-            f"points ({'farther' if ratio > 1 else 'not farther'}). H2: after {gd_steps} clean-data GD steps the "
+    ratios = [r for f in found for k, r in f[0].items() if k.startswith("h1_l1_ratio_draw")]
+    ratio, lo, hi = mean_ci(ratios) if ratios else (mean(0, "h1_param_l1_ratio"), math.nan, math.nan)
+    over = f" (over {len(found)} seeds)" if len(found) > 1 else ""
+    interval = f" [95% interval {lo:.2f}-{hi:.2f} over {len(ratios)} control draws]" if math.isfinite(lo) else ""
+    farther = "farther" if (lo if math.isfinite(lo) else ratio) > 1 else "not clearly farther"
+    return (f"H1{over}: removing the poisons moved the parameters {ratio:.2f}x as far (l1){interval} as removing as "
+            f"many random clean points ({farther}). H2: after {gd_steps} clean-data GD steps the "
             f"update's cosine with the needed shift is {mean(1, 'h2_cosine_cumulative_poison'):.3f} (clean control "
             f"{mean(1, 'h2_cosine_cumulative_clean'):.3f}); {100 * mean(1, 'h2_span_all_poison'):.1f}% of the needed "
             f"shift lies in the span of {span_batches} clean-gradient batches (control "
@@ -276,12 +295,12 @@ def run_analyze(cfg: ScenarioConfig, ctx: RunContext, methods: list[str], n_shad
         refs = ensure_references(cfg, ctx)
         sc = refs.scenario
         poisoned, retrain = refs.models["poisoned"], refs.models["retrain"]
-        control = control_model(refs, ctx)
+        controls = control_models(refs, ctx)
         shadows = shadow_set(refs, n_shadows, ctx) if ulira else None
         fits = shadow_fits(refs, n_shadows, ctx, shadows)
         unlearned_lira = ulira_rows(refs, cfg, methods, shadows, ctx) if shadows is not None else {}
 
-        h1, h2, curves = hypotheses(refs, control, ctx, gd_steps, span_batches)
+        h1, h2, curves = hypotheses(refs, controls, ctx, gd_steps, span_batches)
         tracking.log_metrics({**h1, **h2})
 
         # detectors and progress, per model

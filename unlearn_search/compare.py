@@ -146,10 +146,10 @@ def run_compare(
             if lira_shadows:
                 _add_lira(rows, refs, cfg, methods, lira_shadows, sctx, ulira, told)
             if hypotheses:
-                from .analyze import control_model
+                from .analyze import control_models
                 from .analyze import hypotheses as test_hypotheses
 
-                h1, h2, _ = test_hypotheses(refs, control_model(refs, sctx), sctx)
+                h1, h2, _ = test_hypotheses(refs, control_models(refs, sctx), sctx)
                 found.append((h1, h2))
                 tracking.log_metrics({**h1, **h2}, prefix=f"seed{seed}.")
             per_seed.append(rows)
