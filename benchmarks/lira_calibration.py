@@ -54,9 +54,9 @@ def main() -> None:
         poi = analysis.lira(refs["poisoned"], sc, fits, ctx.device)
         fpr = np.array([r["lira_tpr_at_1fpr"] for r in ind])
         auc = np.array([r["lira_auc"] for r in ind])
-        print(f"| {n} | {ref['lira_tpr_at_1fpr']:.4f}, {ref['lira_auc']:.3f} | {fpr.mean():.4f} ± {fpr.std(ddof=1):.4f}, "
-              f"{auc.mean():.3f} ± {auc.std(ddof=1):.3f} | {poi['lira_tpr_at_1fpr']:.3f}, {poi['lira_auc']:.3f} |",
-              flush=True)
+        print(f"| {n} | {ref['lira_tpr_at_1fpr']:.4f}, {ref['lira_auc']:.3f} | {fpr.mean():.4f} ± "
+              f"{fpr.std(ddof=1):.4f}, {auc.mean():.3f} ± {auc.std(ddof=1):.3f} | {poi['lira_tpr_at_1fpr']:.3f}, "
+              f"{poi['lira_auc']:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -272,3 +272,42 @@ def test_trials_carry_the_models_depth_for_depth_dependent_spaces(mlflow_store):
     (trial,) = _study("depth", "optuna_journal.log").trials
     assert trial.user_attrs["max_k"] == 1  # the MLP: two units, so k = 1 only (k = 2 would be retraining)
     assert trial.distributions["k"].high == 1
+
+
+def test_the_search_picks_retraining_over_an_overshoot(tiny_refs):
+    """A synthetic method that moves the poisoned weights along the line to the retrained ones by a factor t in
+    [0, 2]: t = 1 is the retrained model, t = 2 overshoots it (the poison's evidence mirrored, removal near 2). Run
+    through the real objective (`search.make_objective`: the selection part, pruning, the utility constraint) and
+    Optuna, the best trial is the one nearest retraining, not the largest removal: the old objective (maximise
+    removal) would have picked t near 2."""
+    import dataclasses
+
+    sc, models, metrics, yard, ctx = tiny_refs
+    poisoned, retrain = models["poisoned"], models["retrain"]
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        t: float = 1.0
+
+    def interpolate(model, splits, cfg, budget, c, on_epoch=None):  # type: ignore[no-untyped-def]
+        out = __import__("copy").deepcopy(model)
+        with torch.no_grad():
+            for p, q0, q1 in zip(out.parameters(), poisoned.parameters(), retrain.parameters(), strict=True):
+                p.copy_(q0 + cfg.t * (q1 - q0))
+        return UnlearnResult(model=out.eval(), compute_used=1.0)
+
+    def space(trial):  # type: ignore[no-untyped-def]
+        return {"t": trial.suggest_float("t", 0.0, 2.0)}
+
+    method = Method("line", Cfg, interpolate, space, "poisoned -> retrained -> beyond")
+    tc = search.TuneConfig(method="gd", utility_tolerance=1.0)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for t in (0.0, 0.5, 1.0, 1.5, 2.0):
+        study.enqueue_trial({"t": t, "budget": 0.05})
+    study.optimize(search.make_objective(tc, method, sc, models["poisoned"], metrics, yard, ctx, _Reporter()),
+                   n_trials=5)
+    removal = {t.params["t"]: t.user_attrs["metrics"]["removal_select"] for t in study.trials}
+    assert removal[2.0] > 1.3 and removal[0.0] < 0.2  # the line does overshoot: removal grows past 1
+    best = search.best_trial(study)
+    assert best is not None and best.params["t"] == 1.0, removal
+    assert max(removal, key=lambda t: removal[t]) != 1.0  # what maximising removal would have picked instead
