@@ -575,7 +575,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                          "is missing here (default 0: run every study here, in turn)")
     co.add_argument("--lira-shadows", type=int, default=0,
                     help="also score every row with LiRA, a strong membership inference attack, with this many shadow "
-                         "models per seed (an even number; each a training about as large as the poisoned model's; "
+                         "models per seed (an even number, at least 6: fewer cannot calibrate its null; each a "
+                         "training about as large as the poisoned model's; "
                          "trained once per scenario and reused; default 0: off)")
     co.add_argument("--discovered-fraction", default="1",
                     help="partial discovery: the fraction of the poisons each method is told, in (0, 1], or a "
@@ -607,7 +608,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                     help="methods whose newest registered unlearned model of the scenario is analysed (tune or compare "
                          "registers them; a method with none is left out): all or a comma-separated list")
     an.add_argument("--shadows", type=int, default=8,
-                    help="LiRA shadow models, an even number (each a training about as large as the poisoned "
+                    help="LiRA shadow models, an even number, at least 6 (each a training about as large as the "
+                         "poisoned "
                          "model's; fitted once per scenario and reused)")
     an.add_argument("--ulira", type=_parse_bool, default=True,
                     help="U-LiRA too: the shadows unlearn their poisons with each method's registered setting (one "
