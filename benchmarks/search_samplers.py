@@ -28,7 +28,7 @@ from unlearn_search import search, verdict
 from unlearn_search.context import RunContext
 from unlearn_search.methods import METHODS
 from unlearn_search.scenario import ScenarioConfig, build_scenario, evaluate, train_references
-from unlearn_search.tune import yardstick
+from unlearn_search.unlearning import Yardstick
 
 SAMPLERS = {
     "tpe": lambda seed: search.TrialSeededSampler(seed, n_startup_trials=5),
@@ -43,11 +43,6 @@ class _Quiet:
 
     def finished(self, trial: optuna.Trial, state: str, metrics: dict, reason: str) -> None:
         pass
-
-
-class _Refs:  # what `tune.yardstick` reads
-    def __init__(self, scenario, models):  # type: ignore[no-untyped-def]
-        self.scenario, self.models = scenario, models
 
 
 def best_curve(study: optuna.Study, checkpoints: list[int]) -> list[tuple[float, float]]:
@@ -88,7 +83,7 @@ def main() -> None:
         metrics = {r: evaluate(m, sc, ctx) for r, m in models.items()}
         for name in methods:
             tc = search.TuneConfig(method=name, seed=seed)
-            yard = yardstick(tc, _Refs(sc, models), ctx)
+            yard = Yardstick.of_models(sc, models, ctx)
             for sampler in samplers:
                 study = optuna.create_study(direction="maximize", sampler=SAMPLERS[sampler](seed),
                                             pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1))

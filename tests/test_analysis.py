@@ -323,3 +323,11 @@ def test_a_registered_setting_is_read_back_from_its_tags() -> None:
     cfg, budget = registered_setting(SimpleNamespace(tags=tuned), "gd", model)
     assert (cfg.lr, cfg.optimizer, cfg.weight_decay, budget) == (0.0123, "adam", 0.001, 0.07)
     assert cfg.epochs == 0  # not a tag: the search space's own "run until the budget is spent"
+
+
+def test_the_null_check_flags_a_retrained_model_off_chance() -> None:
+    """Beside every LiRA number: the retrained model's AUC, flagged outside 0.5 ± 0.05 (the old null's 0.278)."""
+    from unlearn_search import report
+
+    assert report.null_check(0.49).endswith("(within 0.5 ± 0.05)")
+    assert "NOT within 0.5 ± 0.05" in report.null_check(0.278) and "NOT within" in report.null_check(0.56)

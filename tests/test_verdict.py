@@ -271,3 +271,14 @@ def test_bad_verdict_options_are_refused_at_the_command_line(mlflow_store, cli_e
     assert "select_fraction=0.0 is out of range" in err[1] and "select_fraction=1.0 is out of range" in err[2]
     assert "give parts of 2 and 5; valid: at least 4 in each part" in err[3]
     assert not os.path.exists("mlruns") and "optuna_journal.log" not in os.listdir()
+
+
+def test_a_study_is_its_split_and_margin():
+    """Trials store their verdict: a study resumed with another selection part or margin would mix them, so each
+    gets its own study (the default keeps the plain name)."""
+    from unlearn_search.search import TuneConfig
+
+    h = "h" * 16
+    names = {TuneConfig(method="gd").name_for(h), TuneConfig(method="gd", select_fraction=0.5).name_for(h),
+             TuneConfig(method="gd", equivalence_margin=0.1).name_for(h)}
+    assert names == {"gd-hhhhhhhhhhhh-c", "gd-select0.5-hhhhhhhhhhhh-c", "gd-margin0.1-hhhhhhhhhhhh-c"}

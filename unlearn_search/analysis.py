@@ -367,22 +367,6 @@ def lira_scores(phi: np.ndarray, mu_in: np.ndarray, mu_out: np.ndarray, sd_in: n
     return stats.norm.logpdf(phi, mu_in, sd_in) - stats.norm.logpdf(phi, mu_out, sd_out)
 
 
-#: LiRA's null check: a model that never saw the poisons must give AUC 0.5; a retrained model further than this from
-#: it flags the scenario's LiRA numbers (`null_check`).
-NULL_AUC_TOLERANCE = 0.05
-
-
-def null_check(retrain_auc: float) -> str:
-    """The retrained model's LiRA AUC beside every LiRA number, in words, flagged when |AUC - 0.5| >
-    `NULL_AUC_TOLERANCE` (its null is then off on this scenario and its numbers are not to be read as rates)."""
-    if not math.isfinite(retrain_auc):
-        return "null check: no retrained model's AUC"
-    flag = abs(retrain_auc - 0.5) > NULL_AUC_TOLERANCE
-    return (f"null check: the retrained model's AUC {retrain_auc:.2f}"
-            + (f" (NOT within 0.5 ± {NULL_AUC_TOLERANCE:g}: LiRA's null is off here, do not read its rates)"
-               if flag else f" (within 0.5 ± {NULL_AUC_TOLERANCE:g})"))
-
-
 #: Below this many negatives a TPR at 0.1% FPR is not measured (NaN): the threshold would be interpolated.
 MIN_NEGATIVES_AT_0_1 = 1000
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from . import analysis, tracking
+from . import analysis, report, tracking
 from .context import RunContext
 from .models import load_model
 from .scenario import ScenarioConfig, evaluate
@@ -379,7 +379,7 @@ def _headline(h1: dict[str, float], h2: dict[str, float], rows: list[dict[str, A
     return (hypotheses_sentence([(h1, h2)], span_batches, gd_steps)
             + f" LiRA at 1% FPR: poisoned {lira['no unlearning']:.2f}, retrained {lira['retrain']:.2f}"
             + (f"; still above twice the retrained model's for {', '.join(still)}" if still else "")
-            + f" ({analysis.null_check(next(r['lira_auc'] for r in rows if r['model'] == 'retrain'))})."
+            + f" ({report.null_check(next(r['lira_auc'] for r in rows if r['model'] == 'retrain'))})."
             + _ulira_sentence(rows))
 
 

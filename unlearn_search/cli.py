@@ -149,7 +149,7 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
     from . import report, tracking
     from .methods import METHODS, Budget
     from .store import ensure_references
-    from .unlearning import Discovery, check_discovered_fraction, unlearn
+    from .unlearning import Discovery, Yardstick, check_discovered_fraction, unlearn
 
     method = METHODS.get(a.method)
     cfg_params = {name: getattr(a, f"m_{name}") for name in method_params(method)}
@@ -169,11 +169,7 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
                              **{f"method.{k}": v for k, v in cfg_params.items()}})
         tracking.set_tags({"device": str(ctx.device)})
         refs = ensure_references(cfg, ctx)
-        from .search import TuneConfig
-        from .tune import reference_parts, yardstick
-
-        yard = yardstick(TuneConfig(method=method.name, select_fraction=a.select_fraction,
-                                    equivalence_margin=a.equivalence_margin), refs, ctx)
+        yard = Yardstick.of_models(refs.scenario, refs.models, ctx, a.select_fraction, a.equivalence_margin)
         discovery = None
         if a.discovered_fraction < 1:
             discovery = Discovery.of(refs.scenario, a.discovered_fraction, yard.poisoned, yard.retrain, ctx)
@@ -185,7 +181,7 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
         out = unlearn(method, mcfg, a.budget, refs.scenario, refs.models["poisoned"], refs.metrics,
                       yard, ctx, on_epoch=on_epoch, utility_tolerance=a.utility_tolerance,
                       discovery=discovery)
-        parts = reference_parts(refs, yard)
+        parts = yard.references(refs.scenario.attack, refs.metrics)
         tracking.log_metrics(out.metrics)
         for role in ("poisoned", "retrain"):
             tracking.log_metrics(parts[role], prefix=f"{role}.")

@@ -225,13 +225,27 @@ def headline(rows: Sequence[Row], n_seeds: int, attack: str, lira_shadows: int =
     return f"{attack} poisoning, {over}: {'; '.join(parts)}.{top}{_lira_sentence(rows) if lira_shadows else ''}"
 
 
+#: LiRA's null check: a model that never saw the poisons must give AUC 0.5; a retrained model further than this from
+#: it flags the scenario's LiRA numbers (`null_check`).
+NULL_AUC_TOLERANCE = 0.05
+
+
+def null_check(retrain_auc: float) -> str:
+    """The retrained model's LiRA AUC beside every LiRA number, in words, flagged when |AUC - 0.5| >
+    `NULL_AUC_TOLERANCE` (its null is then off on this scenario and its numbers are not to be read as rates)."""
+    if not math.isfinite(retrain_auc):
+        return "null check: no retrained model's AUC"
+    flag = abs(retrain_auc - 0.5) > NULL_AUC_TOLERANCE
+    return (f"null check: the retrained model's AUC {retrain_auc:.2f}"
+            + (f" (NOT within 0.5 ± {NULL_AUC_TOLERANCE:g}: LiRA's null is off here, do not read its rates)"
+               if flag else f" (within 0.5 ± {NULL_AUC_TOLERANCE:g})"))
+
+
 def _lira_sentence(rows: Sequence[Row]) -> str:
     """LiRA's view, in words: the references' TPR at 1% FPR and the methods still above twice the retrained one's."""
     lira = {r.name: r.mean.get("lira_tpr_at_1fpr", float("nan")) for r in rows}
     floor = 2 * max(lira.get("retrain", float("nan")), 0.01)
     still = [n for n, v in lira.items() if n not in REFERENCE_ROWS and v > floor]
-    from .analysis import null_check
-
     retrain_auc = next((r.mean.get("lira_auc", float("nan")) for r in rows if r.name == "retrain"), float("nan"))
     return (f" LiRA at 1% FPR (mean over seeds): poisoned {lira.get('no unlearning', float('nan')):.2f}, retrained "
             f"{lira.get('retrain', float('nan')):.2f}; "

@@ -84,6 +84,8 @@ class TuneConfig:
             suffix += f"-discovered{self.discovered_fraction:g}"
         if self.select_fraction != verdict.SELECT_FRACTION:  # another selection part: another objective
             suffix += f"-select{self.select_fraction:g}"
+        if self.equivalence_margin != verdict.EQUIVALENCE_MARGIN:  # trials store their verdict at this margin
+            suffix += f"-margin{self.equivalence_margin:g}"
         # "-c": the objective is closeness to the null on the selection part (studies made before maximised removal
         # over all poisons; their values are not comparable, so they are not resumed)
         return self.study_name or f"{self.method}{suffix}-{scenario_hash[:12]}-c"
@@ -323,7 +325,8 @@ def open_study(tc: TuneConfig, scenario_hash: str) -> optuna.Study:
         log.warning("study %s: trial %d was left running by worker %s, which is gone: marked failed",
                     study.study_name, number, worker)
     for k, v in {"scenario_hash": scenario_hash, "method": tc.method, "mode": tc.mode, "sampler_seed": tc.seed,
-                 "budget_max": tc.budget_max, "utility_tolerance": tc.utility_tolerance}.items():
+                 "budget_max": tc.budget_max, "utility_tolerance": tc.utility_tolerance,
+                 "select_fraction": tc.select_fraction, "equivalence_margin": tc.equivalence_margin}.items():
         study.set_user_attr(k, v)
     return study
 

@@ -119,12 +119,12 @@ def run_tune(
         tracking.set_tags({"storage": tracking.redact_uri(tc.storage)})
         refs = ensure_references(cfg, ctx)
         sc = refs.scenario
-        yard = yardstick(tc, refs, ctx)
+        yard = Yardstick.of_models(sc, refs.models, ctx, tc.select_fraction, tc.equivalence_margin)
         tracking.log_text(json.dumps({"select_fraction": tc.select_fraction, "seed": cfg.seed,
                                       "selection_units": np.flatnonzero(yard.select).tolist(),
                                       "verdict_units": yard.verdict_units.tolist()}), "verdict_split.json")
-        discovery = discovery_of(tc, refs, yard.retrain, ctx)
-        parts = reference_parts(refs, yard)
+        discovery = discovery_of(tc, refs, yard, ctx)
+        parts = yard.references(sc.attack, refs.metrics)
         for role in ("poisoned", "retrain"):
             tracking.log_metrics(parts[role], prefix=f"{role}.")
         # trials that ran to an outcome; a failed trial (a crash, a killed or interrupted worker) is run again
@@ -158,7 +158,7 @@ def run_tune(
         finally:
             writer.close()
         # A topped-up study that needed no new trial is reused as it is: no new plots, no new model version.
-        summary = summarise(study, tc, refs, yard, ctx, artifacts=not (top_up and n_run == 0),
+        summary = summarise(study, tc, refs, yard, parts, ctx, artifacts=not (top_up and n_run == 0),
                             dashboard=not nested, discovery=discovery)
         summary.update({"new_trials": n_run, "references": parts, "too_weak": too_weak})
         if not nested:
@@ -171,6 +171,7 @@ def summarise(
     tc: TuneConfig,
     refs: References,
     yard: Yardstick,
+    parts: dict[str, dict[str, float]],
     ctx: RunContext,
     artifacts: bool = True,
     dashboard: bool = True,
@@ -215,7 +216,6 @@ def summarise(
     tracking.log_metrics(bm)  # the tune run's metrics are its best trial's, under the same names as everywhere
     tracking.log_params({f"best.{k}": v for k, v in best.params.items()})
     answer = report.answer_of(bm)
-    parts = reference_parts(refs, yard)
     verdict = (f"{answer}: {report.answer_reason(bm, answer, tc.equivalence_margin)}. Best case: trial {best.number}"
                f" (closest to retraining on the selection part), removal {bm['removal']:.3f} on the verdict part "
                f"({int(bm.get('verdict_units', 0))} units; 1.0 = retraining) at budget {bm['budget_used']:.3f}; "
@@ -348,33 +348,11 @@ def objective_history(trials: list[optuna.trial.FrozenTrial]) -> list[float]:
             else float("nan") for t in sorted(trials, key=lambda t: t.number) if t.state.is_finished()]
 
 
-def yardstick(tc: TuneConfig, refs: References, ctx: RunContext) -> Yardstick:
-    """The references' per-unit scores and the seeded selection / verdict split (`unlearning.Yardstick`)."""
-    sc = refs.scenario
-    scores = {role: sc.attack.scores(refs.models[role], sc.data, sc.poisoning, ctx) for role in ("poisoned", "retrain")}
-    return Yardstick.of(sc.attack, scores["poisoned"], scores["retrain"], ctx, tc.select_fraction,
-                        tc.equivalence_margin)
-
-
-def reference_parts(refs: References, yard: Yardstick) -> dict[str, dict[str, float]]:
-    """The references' metrics with the attack's columns, removal and the residual test on the verdict part (what
-    the table's "no unlearning" and "retrain" rows show beside the methods', which are judged there too)."""
-    attack = refs.scenario.attack
-    out = {}
-    for role, scores in (("poisoned", yard.poisoned), ("retrain", yard.retrain)):
-        out[role] = {**refs.metrics[role], **yard.judge(attack, scores)}
-    out["poisoned"]["removal"] = 0.0 if not out["poisoned"]["attack_too_weak"] else float("nan")
-    out["retrain"]["removal"] = 1.0 if not out["retrain"]["attack_too_weak"] else float("nan")
-    return out
-
-
-def discovery_of(tc: TuneConfig, refs: References, retrain_scores: np.ndarray, ctx: RunContext) -> Discovery | None:
+def discovery_of(tc: TuneConfig, refs: References, yard: Yardstick, ctx: RunContext) -> Discovery | None:
     """Partial discovery's subset and the references' evidence on each part (None at fraction 1, the paper's)."""
     if tc.discovered_fraction >= 1:
         return None
-    sc = refs.scenario
-    poisoned_scores = sc.attack.scores(refs.models["poisoned"], sc.data, sc.poisoning, ctx)
-    return Discovery.of(sc, tc.discovered_fraction, poisoned_scores, retrain_scores, ctx)
+    return Discovery.of(refs.scenario, tc.discovered_fraction, yard.poisoned, yard.retrain, ctx)
 
 
 def _rerun(best: Any, tc: TuneConfig, refs: References, yard: Yardstick, ctx: RunContext,

@@ -118,6 +118,25 @@ class Yardstick:
         select = verdict.split_mask(len(retrain), select_fraction, ctx.seed * 1000 + SPLIT_OFFSET)
         return cls(np.asarray(poisoned, float), np.asarray(retrain, float), select, margin, select_fraction)
 
+    @classmethod
+    def of_models(cls, scenario: Scenario, models: dict[str, nn.Module], ctx: RunContext,
+                  select_fraction: float = verdict.SELECT_FRACTION,
+                  margin: float = verdict.EQUIVALENCE_MARGIN) -> Yardstick:
+        """`of` with the per-unit scores of the scenario's ``poisoned`` and ``retrain`` models."""
+        attack = scenario.attack
+        scores = {role: attack.scores(models[role], scenario.data, scenario.poisoning, ctx)
+                  for role in ("poisoned", "retrain")}
+        return cls.of(attack, scores["poisoned"], scores["retrain"], ctx, select_fraction, margin)
+
+    def references(self, attack: Attack, metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        """The references' ``metrics`` with the attack's columns, removal and the tests on the verdict part (what
+        the table's "no unlearning" and "retrain" rows show beside the methods', which are judged there too)."""
+        out = {role: {**metrics[role], **self.judge(attack, scores)}
+               for role, scores in (("poisoned", self.poisoned), ("retrain", self.retrain))}
+        weak = bool(out["poisoned"]["attack_too_weak"])
+        out["poisoned"]["removal"], out["retrain"]["removal"] = (math.nan, math.nan) if weak else (0.0, 1.0)
+        return out
+
     @property
     def verdict_units(self) -> np.ndarray:
         return np.flatnonzero(~self.select)

@@ -176,11 +176,11 @@ def removal(poisoned: float, null: float, unlearned: float) -> float:
 
 
 def removal_from(residue_unlearned: float, residue_poisoned: float) -> float:
-    """1 - r_u / r_p: 0 = the poisoned model's residue, 1 = the null (a model that never saw the poison); NaN when
-    the poisoned residue is not positive."""
+    """1 - r_u / r_p (`removal` anchored at the null 0): 0 = the poisoned model's residue, 1 = the null (a model
+    that never saw the poison); NaN when the poisoned residue is not positive."""
     if not math.isfinite(residue_poisoned) or residue_poisoned <= 0:
         return math.nan
-    return 1.0 - residue_unlearned / residue_poisoned
+    return removal(residue_poisoned, 0.0, residue_unlearned)
 
 
 def objective(residue_unlearned: float, residue_poisoned: float) -> float:
