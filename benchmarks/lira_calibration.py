@@ -1,9 +1,10 @@
 """LiRA's null, measured: the false-positive rate on poisons a model never saw, against the number of shadows.
 
-On the embedded default (seed 0): the shadow models (`analysis.shadow_models`, as `analyze` trains them), and
-several independent retrainings without the poisons (other initialisations and data orders: models that never saw
-them, so every poison they flag is a false positive). For each shadow count (the first n shadows, complementary
-pairs), LiRA (`analysis.lira`: the null calibrated on the poisons themselves by leaving one pair out) scores the
+On the embedded default (seed 0): the shadow models (`analysis.shadow_models`, as `analyze` trains them: replicate
+pairs of the poisoned and the retrained model's trainings), and several independent retrainings without the poisons
+(other initialisations and data orders: models that never saw them, so every poison they flag is a false positive).
+For each shadow count (the first n shadows, n/2 pairs), LiRA (`analysis.lira`: the null calibrated on the poisons
+themselves by leaving one pair out) scores the
 retrained reference, the independent retrainings and the poisoned model. Prints TPR at 1% FPR (for a model that
 never saw the poisons: its false-positive rate, which must stay at 0.01) and AUC (0.5 for such a model):
 
@@ -48,7 +49,7 @@ def main() -> None:
           "(mean ± sd) | poisoned: TPR@1%FPR, AUC |")
     print("|---|---|---|---|")
     for n in counts:
-        fits = analysis.ShadowFits(full.phis[:n], full.members[:n], full.n_poison)
+        fits = analysis.ShadowFits(full.phis[:n])
         ref = analysis.lira(refs["retrain"], sc, fits, ctx.device)
         ind = [analysis.lira(m, sc, fits, ctx.device) for m in independent]
         poi = analysis.lira(refs["poisoned"], sc, fits, ctx.device)

@@ -149,17 +149,17 @@ def shadows6(default_scenario):  # type: ignore[no-untyped-def]
 
 @pytest.mark.slow
 def test_lira_is_at_chance_on_a_model_that_never_saw_the_poisons(default_scenario, shadows6) -> None:  # type: ignore[no-untyped-def]
-    """LiRA's null is the poisons' own: scored under the fits of the other pairs, the held-out shadow that never saw
-    a poison is the negative. So a model that never saw the poisons (the retrained reference, and an independent
-    retraining with another seed) gives AUC 0.5 ± 0.05 and about 1% at 1% FPR; the poisoned model stays well above
-    (measured: docs/analyze.md, benchmarks/lira_calibration.py). The old null (test points as negatives) gave the
-    retrained model AUC 0.28."""
+    """LiRA's null is the poisons' own: scored under the fits of the other pairs, the left-out replicate of the
+    retrained model's training is the negative. So a model that never saw the poisons (the retrained reference, and
+    an independent retraining with another seed) gives AUC 0.5 ± 0.05 and about 1% at 1% FPR; the poisoned model
+    stays well above (measured: docs/analyze.md, benchmarks/lira_calibration.py). The old null (test points as
+    negatives) gave the retrained model AUC 0.28."""
     from unlearn_search.models import create_model
     from unlearn_search.training import train
 
     scenario, refs, ctx = default_scenario
     fits = analysis.fit_shadows(shadows6, scenario, ctx.device)
-    assert fits.n_shadows == 6 and fits.phis.shape[1] == scenario.poisoning.n_poison + len(scenario.data.x_test)
+    assert fits.phis.shape == (6, scenario.poisoning.n_poison)
     xr, yr = scenario.retain
     independent = train(create_model(scenario.spec, seed=10_000), xr, yr, scenario.config.train, ctx.child(500))
     for model in (refs["retrain"], independent.eval()):
@@ -170,35 +170,63 @@ def test_lira_is_at_chance_on_a_model_that_never_saw_the_poisons(default_scenari
     assert math.isfinite(poisoned["lira_tpr_at_0.1fpr"])  # 3 pairs x 431 poisons: over 1,000 negatives
     again = analysis.ShadowFits.from_arrays(fits.to_arrays())
     assert analysis.lira(refs["poisoned"], scenario, again, ctx.device) == poisoned  # the stored fits score the same
-    old = {k: v for k, v in fits.to_arrays().items() if k != "format"}  # fits stored by the code before this format
-    with pytest.raises(ValueError, match="format 1"):
-        analysis.ShadowFits.from_arrays(old)
+    for older in ({"phis": fits.phis}, {"phis": fits.phis, "format": np.array([2])}):  # made by earlier code
+        with pytest.raises(ValueError, match=r"format [12], not 3"):
+            analysis.ShadowFits.from_arrays(older)
     with pytest.raises(ValueError, match="too few shadow models"):  # 4 shadows: one pair left when one is held out
-        analysis.lira(refs["poisoned"], scenario, analysis.ShadowFits(fits.phis[:4], fits.members[:4], fits.n_poison),
-                      ctx.device)
+        analysis.lira(refs["poisoned"], scenario, analysis.ShadowFits(fits.phis[:4]), ctx.device)
+
+
+def test_shadows_are_replicates_of_the_two_references_trainings(default_scenario, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Each "in" shadow trains on exactly S_corr (the retain set and every poison, as the poisoned model) and each
+    "out" shadow on exactly the retain set (as the retrained reference), every one with a seed of its own: so an
+    "out" shadow is a model of the retrained reference's kind and LiRA's null is that of a model that never saw the
+    poisons."""
+    from unlearn_search import analysis as a
+
+    scenario, _, ctx = default_scenario
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    monkeypatch.setattr(a, "train", lambda model, x, y, cfg, c: seen.append((x, y)) or model)
+    monkeypatch.setattr(a, "create_model", lambda spec, seed: seen.append(seed) or nn.Linear(1, 1))
+    a.shadow_models(scenario, 6, ctx)
+    seeds, sets = seen[0::2], seen[1::2]
+    assert len(set(seeds)) == 6
+    for i, (x, y) in enumerate(sets):
+        want = scenario.corrupted if i % 2 == 0 else scenario.retain
+        assert torch.equal(x, want[0]) and torch.equal(y, want[1])
 
 
 def _separation(fits: analysis.ShadowFits) -> float:
     """Mean of μ_in − μ_out over the poisons in units of the pooled standard deviation: how far apart the two
     hypotheses are (per point the difference is noisy with few shadows; its mean over the poisons is not)."""
-    return float(np.mean((fits.mu_in - fits.mu_out) / np.sqrt((fits.sd_in**2 + fits.sd_out**2) / 2)))
+    g = fits.fit()
+    return float(np.mean((g.mu_in - g.mu_out) / np.sqrt((g.sd_in**2 + g.sd_out**2) / 2)))
 
 
 @pytest.mark.slow
 def test_ulira_separates_a_method_that_forgets_nothing_and_not_one_that_retrains(default_scenario, shadows6) -> None:  # type: ignore[no-untyped-def]
-    """U-LiRA's defining property. An "unlearner" that does nothing leaves trained-on poisons looking trained on:
-    the hypotheses stay apart and the poisoned model is told from the retrained one. One that retrains from scratch
-    without the poisons it is told (a perfect unlearner) makes "unlearned" and "never seen" the same hypothesis.
-    Measured on the default (15% poisons then) with 4 shadows: separation 2.49 vs -0.06."""
+    """U-LiRA's defining property, on the target's own task. Each "in" shadow is told to unlearn exactly what the
+    target unlearned: all k poisons, from the retain set alone (no test points). An "unlearner" that does nothing
+    leaves trained-on poisons looking trained on: the hypotheses stay apart and the poisoned model is told from a
+    model that never saw them. One that retrains from scratch without the poisons it is told (a perfect unlearner)
+    makes "unlearned" and "never seen" the same hypothesis. Either way the retrained reference, scored as the null
+    check, reads AUC 0.5 ± 0.05: the null is calibrated. The stored shadow models are not changed by a method."""
     from unlearn_search.models import create_model
     from unlearn_search.training import train
 
     scenario, refs, ctx = default_scenario
     k = scenario.poisoning.n_poison
+    xf, xr = scenario.forget[0], scenario.retain[0]
     told = []
+    before = [p.detach().clone() for p in shadows6.models[0].parameters()]
 
     def nothing(model: nn.Module, splits, c: RunContext) -> nn.Module:  # type: ignore[no-untyped-def]
-        told.append(splits.n_forget)
+        told.append((torch.equal(splits.x_forget, xf), torch.equal(splits.x_retain, xr)))
+        return model
+
+    def scribble(model: nn.Module, splits, c: RunContext) -> nn.Module:  # type: ignore[no-untyped-def]
+        for p in model.parameters():  # a method that writes into the model it is given
+            p.data.zero_()
         return model
 
     def retrain(model: nn.Module, splits, c: RunContext) -> nn.Module:  # type: ignore[no-untyped-def]
@@ -207,14 +235,17 @@ def test_ulira_separates_a_method_that_forgets_nothing_and_not_one_that_retrains
         return fresh.eval()
 
     kept = analysis.ulira_fits(shadows6, scenario, nothing, ctx)
-    assert told == [int(m[:k].sum()) for m in shadows6.members] and sum(told) == 3 * k  # each poison told thrice
+    assert told == [(True, True)] * 3  # one per pair: all k poisons, the retain set alone
+    analysis.ulira_fits(shadows6, scenario, scribble, ctx)
+    assert all(torch.equal(p, q) for p, q in zip(before, shadows6.models[0].parameters(), strict=True))
     forgotten = analysis.ulira_fits(shadows6, scenario, retrain, ctx)
-    assert len(kept.mu_in) == k
+    assert kept.phis.shape == (6, k)
     assert _separation(kept) > 1.0 > 0.2 > abs(_separation(forgotten))
     seen = analysis.ulira(refs["poisoned"], refs["retrain"], scenario, kept, ctx.device)
-    assert seen["ulira_auc"] > 0.8 and seen["ulira_tpr_at_1fpr"] > 0.1
-    same = analysis.ulira(refs["retrain"], refs["retrain"], scenario, kept, ctx.device)
-    assert same["ulira_auc"] == pytest.approx(0.5)
+    assert seen["ulira_auc"] > 0.8 and seen["ulira_tpr_at_1fpr"] > 0.1, seen
+    assert abs(seen["ulira_retrain_auc"] - 0.5) < 0.05, seen
+    fine = analysis.ulira(refs["retrain"], refs["retrain"], scenario, forgotten, ctx.device)
+    assert abs(fine["ulira_auc"] - 0.5) < 0.05 and abs(fine["ulira_retrain_auc"] - 0.5) < 0.05, fine
 
 
 def test_shadow_count_must_be_even(default_scenario) -> None:  # type: ignore[no-untyped-def]
@@ -292,7 +323,7 @@ def test_compare_refuses_an_odd_shadow_count(mlflow_store, capsys, cli_exit) -> 
     code = cli_exit(["compare", "--methods", "gd", "--lira-shadows", "3"])
     assert code == 2
     assert capsys.readouterr().err.strip() == ("error: lira_shadows=3 is not valid; valid: 0 (off) or an even number "
-                                               ">= 6 (pairs of halves; fewer cannot calibrate LiRA's null)")
+                                               ">= 6 (pairs of replicates; fewer cannot calibrate LiRA's null)")
 
 
 def test_compare_refuses_ulira_without_shadows_or_with_partial_discovery(mlflow_store, capsys, cli_exit) -> None:  # type: ignore[no-untyped-def]

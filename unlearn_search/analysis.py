@@ -16,27 +16,28 @@ comparison: each shift is measured against the gradients of its own remaining se
 still holds the removed clean points, the control's span fraction on the `linear` default was 52.7% instead of
 44.8%).
 
-**LiRA** (Carlini et al. 2022, with a pooled variance): the scored points are the forget set (the poisons as trained
-on; positives) and the test set (negatives). Each shadow model trains, with the scenario's recipe, on the retain set
-plus half of the scored points, in complementary pairs, so each scored point is a member of exactly half of the
-shadows and every shadow's training set is about as large as the target models' (`train_shadows`; with halves of
-S_corr ∪ test instead, shadows trained on about 900 points against the targets' 1,200-1,400, and a retrained model
-looked like a member on 9% of the poisons at 1% FPR on the default: it was simply more confident than the shadows).
-Per point, the logit-scaled confidence φ = log p_y − log(1 − p_y) of the shadows that trained on it and of those
-that did not give two Gaussians: per-point means, and variances pooled within each set of scored points (forget,
-test), since with few shadows a per-point variance is too noisy (a retrained model then scored no poison at all at
-1% FPR) and one variance for all points is wrong for the poisons, whose confidence varied about 4x more between
-models than test points' on the default (a retrained model then looked like a member on 7% of the poisons at 1%
-FPR; pooled per set: 1.4%, chance being 1%). A model's score for a point is the log-likelihood ratio of its own φ
-under the two Gaussians (`lira_scores`).
+**LiRA** (Carlini et al. 2022, with a pooled variance), asked as the unlearning question: does a model behave on the
+poisons like one trained on them, or like one that never saw them? The shadow models come in replicate pairs, one
+trained as the poisoned model was (S_corr: the retain set and all k poisons) and one as the retrained reference was
+(the retain set alone), each pair with seeds of its own (`shadow_models`): each shadow trains on exactly what its
+target trained on. Per poison, the logit-scaled confidence φ = log p_y − log(1 − p_y) of the "in" and of the "out"
+replicates give two Gaussians: per-poison means, and variances pooled over the poisons (with few shadows a per-point
+variance is too noisy). A model's score for a poison is the log-likelihood ratio of its own φ under the two
+(`lira_scores`). The null is calibrated on the poisons themselves: each pair in turn is left out, the Gaussians are
+fitted on the others, and the left-out "out" replicate, a model of the retrained reference's kind that the fits never
+saw, gives the negatives (`ShadowFits.detect`). (Before issue 25 the shadows trained on random halves of the poisons
+and test points, and test points were the negatives: a retrained model's AUC was 0.278; then, with the poisons' own
+null but those shadows, its false-positive rate at 1% was 1.3-2.8%.)
 
-**U-LiRA** (Hayes et al. 2024): the same shadows, each of which then unlearns the poisons it trained on with a
-method's configuration (`ulira_fits`); per poison, "trained on and unlearned" against "never seen". The question
-it answers is the unlearning one: can the method's output be told from retraining, poison by poison (`ulira`)?
+**U-LiRA** (Hayes et al. 2024): the same pairs, the "in" replicate then unlearning exactly the target's task (all k
+poisons, the same retain set, no test points, the method's configuration and budget; `ulira_fits`); per poison,
+"trained on and unlearned" against "never seen". The question it answers is the unlearning one: can the method's
+output be told from retraining, poison by poison (`ulira`)?
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -212,65 +213,86 @@ def gradient_span_fraction(grads: torch.Tensor, shift: torch.Tensor,
 # ---- LiRA -------------------------------------------------------------------------------------------------------
 
 
-#: Version of the stored shadow fits (`ShadowFits.to_arrays`): fits stored by older code (format 1: per-point means
-#: and pooled variances only, calibrated on test points) are not reused.
-LIRA_FORMAT = 2
-#: The fewest shadow models LiRA takes: its null is calibrated by leaving one complementary pair out and fitting on
-#: the rest, which needs two pairs left so that each point has a within-point variance (with one pair left, or 2-4
-#: shadows in all, the variance fell back to the spread across points, and a retrained model's poisons were flagged
-#: at TPR 0.32 at 1% FPR with 2 shadows); docs/analyze.md has the measured false-positive rates.
+#: Version of the stored shadow fits (`ShadowFits.to_arrays`) and shadow models: fits and models stored by older code
+#: (format 1: calibrated on test points; format 2: shadows on random halves of poisons and test points, whose "out"
+#: models were not the retrained reference's kind) are not reused.
+LIRA_FORMAT = 3
+#: The fewest shadow models LiRA takes: its null is calibrated by leaving one replicate pair out and fitting on the
+#: rest, which needs two pairs left so that each poison has a within-point variance in both hypotheses (with one
+#: pair left, or 2-4 shadows in all, there is none; the code before issue 25 then fell back to the spread across
+#: points, and a retrained model's poisons were flagged at TPR 0.32 at 1% FPR with 2 shadows); docs/analyze.md has
+#: the measured false-positive rates.
 MIN_SHADOWS = 6
 
 
 @dataclass(frozen=True)
 class Gaussians:
-    """Per scored point, the mean φ of the shadows that trained on it (``mu_in``) and of those that did not
-    (``mu_out``), and the standard deviations pooled within the point's set (``sd_in``, ``sd_out``)."""
+    """Per poison, the mean φ of the "in" shadows (``mu_in``) and of the "out" shadows (``mu_out``), and the
+    standard deviations pooled over the poisons within each hypothesis (``sd_in``, ``sd_out``)."""
 
     mu_in: np.ndarray
     mu_out: np.ndarray
-    sd_in: np.ndarray
-    sd_out: np.ndarray
+    sd_in: float
+    sd_out: float
 
 
 @dataclass(frozen=True)
 class ShadowFits:
-    """The shadows' φ on every scored point (forget set, then test set) and which points each trained on: LiRA's
-    Gaussians are fitted from them (`fit`), with any complementary pair left out for its calibrated null."""
+    """φ of the shadow models on every poison, in replicate pairs: row 2i is "in" replicate i (LiRA: trained on
+    S_corr, as the poisoned model; U-LiRA: that model, then unlearned by the method), row 2i+1 is "out" replicate i
+    (trained on the retain set alone, as the retrained reference). LiRA's Gaussians are fitted from them (`fit`), with
+    any pair left out for its calibrated null (`detect`)."""
 
-    phis: np.ndarray  # (n_shadows, n_scored)
-    members: np.ndarray  # (n_shadows, n_scored) bool
-    n_poison: int
+    phis: np.ndarray  # (n_shadows, n_poison)
 
     @property
     def n_shadows(self) -> int:
         return len(self.phis)
 
+    @property
+    def n_poison(self) -> int:
+        return int(self.phis.shape[1])
+
     def fit(self, leave_out_pair: int | None = None) -> Gaussians:
-        """The Gaussians from every shadow, or from all but the complementary pair ``leave_out_pair``."""
-        keep = np.ones(self.n_shadows, dtype=bool)
+        """The Gaussians from every pair, or from all but the pair ``leave_out_pair``."""
+        keep = np.ones(self.n_shadows // 2, dtype=bool)
         if leave_out_pair is not None:
-            keep[2 * leave_out_pair: 2 * leave_out_pair + 2] = False
-        k, n = self.n_poison, self.phis.shape[1]
-        return _gaussian_fits(self.phis[keep], self.members[keep], (slice(0, k), slice(k, n)))
+            keep[leave_out_pair] = False
+        (mu_in, sd_in), (mu_out, sd_out) = (_gaussian_fit(self.phis[j::2][: len(keep)][keep]) for j in (0, 1))
+        return Gaussians(mu_in, mu_out, sd_in, sd_out)
+
+    def detect(self, phi: np.ndarray, prefix: str) -> dict[str, float]:
+        """A model's poisons (its φ, ``phi``) against their own calibrated null: for each pair left out, the
+        Gaussians are fitted on the other pairs; the model's poisons are scored with them (positives) and so are the
+        same poisons under the left-out "out" replicate (negatives: what a model of the null's kind that the fits never
+        saw scores). AUC, TPR at 1% FPR and at 0.1% FPR (NaN with fewer than `MIN_NEGATIVES_AT_0_1` negatives), under
+        ``prefix`` (``lira_``, ``ulira_``). A model of the null's kind gives AUC 0.5 and 1% at 1% FPR, up to noise."""
+        if self.n_shadows % 2 or self.n_shadows < MIN_SHADOWS:
+            raise ValueError(f"too few shadow models to fit a variance ({self.n_shadows} used); at least "
+                             f"{MIN_SHADOWS} are needed")
+        pos, neg = [], []
+        for pair in range(self.n_shadows // 2):
+            g = self.fit(leave_out_pair=pair)
+            args = (g.mu_in, g.mu_out, g.sd_in, g.sd_out)
+            pos.append(lira_scores(phi, *args))
+            neg.append(lira_scores(self.phis[2 * pair + 1], *args))
+        p, n = np.nan_to_num(np.concatenate(pos)), np.nan_to_num(np.concatenate(neg))  # NaN: no evidence either way
+        fpr, tpr = roc_curve(p, n)
+        return {f"{prefix}auc": auc_of_curve(fpr, tpr),
+                f"{prefix}tpr_at_0.1fpr": float(np.interp(0.001, fpr, tpr)) if len(n) >= MIN_NEGATIVES_AT_0_1
+                else math.nan,
+                f"{prefix}tpr_at_1fpr": float(np.interp(0.01, fpr, tpr))}
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"phis": self.phis, "members": self.members, "n_poison": np.array([self.n_poison]),
-                "format": np.array([LIRA_FORMAT])}
+        return {"phis": self.phis, "format": np.array([LIRA_FORMAT])}
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> ShadowFits:
         """Raises ``ValueError`` for fits of another format (made by older code)."""
-        if "format" not in a or int(a["format"][0]) != LIRA_FORMAT:
-            raise ValueError(f"shadow fits of format {int(a['format'][0]) if 'format' in a else 1}, not "
-                             f"{LIRA_FORMAT}")
-        return cls(a["phis"], a["members"].astype(bool), int(a["n_poison"][0]))
-
-
-def scored_points(scenario: Scenario) -> tuple[torch.Tensor, torch.Tensor]:
-    """The points LiRA scores: the forget set (the poisons as trained on), then the test set."""
-    xf, yf = scenario.forget
-    return torch.cat([xf, scenario.data.x_test]), torch.cat([yf, scenario.data.y_test])
+        found = int(a["format"][0]) if "format" in a else 1
+        if found != LIRA_FORMAT:
+            raise ValueError(f"shadow fits of format {found}, not {LIRA_FORMAT}")
+        return cls(a["phis"])
 
 
 def logit_confidence(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> np.ndarray:
@@ -283,80 +305,66 @@ def logit_confidence(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device:
 
 
 def check_shadows(name: str, n: int, off_allowed: bool = False) -> None:
-    """A shadow count must be even (complementary pairs) and at least `MIN_SHADOWS` (or 0, off, where
-    ``off_allowed``)."""
+    """A shadow count must be even (replicate pairs) and at least `MIN_SHADOWS` (or 0, off, where ``off_allowed``)."""
     if (n == 0 and off_allowed) or (n >= MIN_SHADOWS and n % 2 == 0):
         return
     from .errors import UsageError
 
-    even = f"an even number >= {MIN_SHADOWS} (pairs of halves; fewer cannot calibrate LiRA's null)"
+    even = f"an even number >= {MIN_SHADOWS} (pairs of replicates; fewer cannot calibrate LiRA's null)"
     valid = f"0 (off) or {even}" if off_allowed else even
     raise UsageError(f"{name}={n!r} is not valid; valid: {valid}")
 
 
 @dataclass
 class Shadows:
-    """Trained shadow models and which scored points (forget set, then test set) each one trained on."""
+    """Trained shadow models in replicate pairs: model 2i trained on S_corr (as the poisoned model), model 2i+1 on
+    the retain set alone (as the retrained reference), each with its own initialisation and data order."""
 
     models: list[nn.Module]
-    members: np.ndarray  # (n_shadows, n_scored) bool
 
 
 def shadow_models(scenario: Scenario, n_shadows: int, ctx: RunContext) -> Shadows:
-    """``n_shadows`` (even) shadow models with the scenario's recipe, each on the retain set plus one of a
-    complementary pair of random halves of the scored points. Cost: ``n_shadows`` trainings about as large as the
-    poisoned model's."""
+    """``n_shadows`` (even) shadow models with the scenario's recipe: ``n_shadows / 2`` replicates of the poisoned
+    model's training (S_corr: the same retain set and all k poisons) and as many of the retrained reference's (the
+    retain set alone), seeds of their own. Each shadow thus trains on exactly what its target trained on, so an
+    "out" shadow is of the retrained reference's kind and LiRA's null is that of a model that never saw the poisons
+    (format 2 trained every shadow on the retain set plus random halves of the poisons and test points; a retrained
+    model, with about 400 training points fewer, looked like a member on 1.3-2.8% of the poisons at 1% FPR). Cost:
+    ``n_shadows`` trainings, half of them as large as the poisoned model's, half as the retrained one's."""
     check_shadows("shadows", n_shadows)
-    x, y = scored_points(scenario)
-    xr, yr = scenario.retain
-    n = len(x)
     models: list[nn.Module] = []
-    member = np.zeros((n_shadows, n), dtype=bool)
-    for pair in range(n_shadows // 2):
-        chosen = torch.randperm(n, generator=ctx.generator(offset=1000 + pair))[: n // 2]
-        mask = torch.zeros(n, dtype=torch.bool)
-        mask[chosen] = True
-        for j, m in enumerate((mask, ~mask)):
-            i = 2 * pair + j
-            model = create_model(scenario.spec, seed=ctx.child(2000 + i).seed)
-            train(model, torch.cat([xr, x[m]]), torch.cat([yr, y[m]]), scenario.config.train, ctx.child(3000 + i))
-            models.append(model.eval())
-            member[i] = m.numpy()
-    return Shadows(models, member)
+    for i in range(n_shadows):
+        x, y = scenario.corrupted if i % 2 == 0 else scenario.retain
+        model = create_model(scenario.spec, seed=ctx.child(2000 + i).seed)
+        train(model, x, y, scenario.config.train, ctx.child(3000 + i))
+        models.append(model.eval())
+    return Shadows(models)
 
 
 def train_shadows(scenario: Scenario, n_shadows: int, ctx: RunContext) -> ShadowFits:
-    """LiRA's per-point fits from `shadow_models`."""
+    """LiRA's fits from `shadow_models`."""
     return fit_shadows(shadow_models(scenario, n_shadows, ctx), scenario, ctx.device)
 
 
 def fit_shadows(shadows: Shadows, scenario: Scenario, device: torch.device) -> ShadowFits:
-    x, y = scored_points(scenario)
-    phis = np.stack([logit_confidence(m, x, y, device) for m in shadows.models])
-    return ShadowFits(phis, shadows.members.astype(bool), scenario.poisoning.n_poison)
+    xf, yf = scenario.forget
+    return ShadowFits(np.stack([logit_confidence(m, xf, yf, device) for m in shadows.models]))
 
 
-def _gaussian_fits(phis: np.ndarray, member: np.ndarray, groups: tuple[slice, ...]) -> Gaussians:
-    """Per point, the mean φ of the shadows where it is in (``member``) and where it is out; standard deviations
-    pooled within each group of points. Non-finite φ (a shadow that diverged) are left out of both. A group without
-    a within-point degree of freedom raises ``ValueError`` (no silent fallback to the spread across points)."""
+def _gaussian_fit(phis: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per poison, the mean φ over the models (rows); the standard deviation pooled over the poisons (with few
+    shadows a per-point variance is too noisy). Non-finite φ (a shadow that diverged) are left out. No
+    within-point degree of freedom raises ``ValueError`` (no silent fallback to the spread across points)."""
     finite = np.isfinite(phis)
-    phis = np.where(finite, phis, 0.0)
-    fits = {}
-    for name, is_in in (("in", member & finite), ("out", ~member & finite)):
-        count = is_in.sum(0)
-        mu = np.where(is_in, phis, 0).sum(0) / np.maximum(count, 1)
-        mu = np.where(count > 0, mu, np.nan)
-        sq = np.where(is_in, phis - np.nan_to_num(mu), 0) ** 2
-        sd = np.zeros(phis.shape[1])
-        for g in groups:
-            dof = int((count[g] - 1).clip(min=0).sum())
-            if dof <= 0:
-                raise ValueError(f"too few shadow models to fit a variance ({len(phis)} used); at least "
-                                 f"{MIN_SHADOWS} are needed")
-            sd[g] = max(float(np.sqrt(sq[:, g].sum() / dof)), 1e-6)
-        fits[name] = (mu, sd)
-    return Gaussians(fits["in"][0], fits["out"][0], fits["in"][1], fits["out"][1])
+    count = finite.sum(0)
+    values = np.where(finite, phis, 0.0)
+    mu = np.where(count > 0, values.sum(0) / np.maximum(count, 1), np.nan)
+    dof = int((count - 1).clip(min=0).sum())
+    if dof <= 0:
+        raise ValueError(f"too few shadow models to fit a variance ({len(phis)} per hypothesis); at least "
+                         f"{MIN_SHADOWS} shadows are needed")
+    sq = np.where(finite, values - np.nan_to_num(mu), 0.0) ** 2
+    return mu, max(float(np.sqrt(sq.sum() / dof)), 1e-6)
 
 
 def lira_scores(phi: np.ndarray, mu_in: np.ndarray, mu_out: np.ndarray, sd_in: np.ndarray | float,
@@ -372,28 +380,10 @@ MIN_NEGATIVES_AT_0_1 = 1000
 
 
 def lira(model: nn.Module, scenario: Scenario, fits: ShadowFits, device: torch.device) -> dict[str, float]:
-    """LiRA on ``model``'s poisons against their own calibrated null: for each complementary pair of shadows left
-    out, the Gaussians are fitted on the other shadows; the model's poisons are scored with them (positives) and so
-    are the same poisons under the left-out shadow that did not train on each (negatives: what a model that never
-    saw a poison scores under the very fits it is judged with). AUC, TPR at 1% FPR and at 0.1% FPR (NaN with fewer
-    than `MIN_NEGATIVES_AT_0_1` negatives). A model that never saw the poisons gives AUC 0.5 and TPR 1% at 1% FPR."""
-    k = fits.n_poison
+    """LiRA on ``model``'s poisons: "trained on them" (the poisoned model's replicates) against "never saw them" (the
+    retrained reference's), calibrated on the left-out pair (`ShadowFits.detect`)."""
     xf, yf = scenario.forget
-    phi = logit_confidence(model, xf, yf, device)
-    pos, neg = [], []
-    for pair in range(fits.n_shadows // 2):
-        g = fits.fit(leave_out_pair=pair)
-        a, b = 2 * pair, 2 * pair + 1
-        out_a = ~fits.members[a, :k]
-        held = np.where(out_a, fits.phis[a, :k], fits.phis[b, :k])  # each poison is out of exactly one of the two
-        args = (g.mu_in[:k], g.mu_out[:k], g.sd_in[:k], g.sd_out[:k])
-        pos.append(lira_scores(phi, *args))
-        neg.append(lira_scores(held, *args))
-    p, n = np.nan_to_num(np.concatenate(pos)), np.nan_to_num(np.concatenate(neg))
-    fpr, tpr = roc_curve(p, n)
-    return {"lira_auc": auc_of_curve(fpr, tpr),
-            "lira_tpr_at_0.1fpr": float(np.interp(0.001, fpr, tpr)) if len(n) >= MIN_NEGATIVES_AT_0_1 else math.nan,
-            "lira_tpr_at_1fpr": float(np.interp(0.01, fpr, tpr))}
+    return fits.detect(logit_confidence(model, xf, yf, device), "lira_")
 
 
 # ---- U-LiRA -----------------------------------------------------------------------------------------------------
@@ -402,39 +392,32 @@ def lira(model: nn.Module, scenario: Scenario, fits: ShadowFits, device: torch.d
 UnlearnFn = Callable[[nn.Module, Splits, RunContext], nn.Module]
 
 
-def ulira_fits(shadows: Shadows, scenario: Scenario, unlearn_fn: UnlearnFn, ctx: RunContext) -> Gaussians:
+def ulira_fits(shadows: Shadows, scenario: Scenario, unlearn_fn: UnlearnFn, ctx: RunContext) -> ShadowFits:
     """U-LiRA's fits for one method (Hayes et al. 2024, "Inexact unlearning needs more careful evaluations"): each
-    shadow unlearns the poisons it trained on (its members of the forget set; its test-set members stay in its
-    retain set) with ``unlearn_fn``; per poison, the φ of the shadows that trained on it and then unlearned it
-    ("in") against those that never saw it ("out", unlearned too, of the other poisons), variances pooled over
-    the forget set. Cost: one run of the method per shadow."""
-    k = scenario.poisoning.n_poison
+    "in" shadow (a replicate of the poisoned model) unlearns the target's task exactly: all k poisons, from the same
+    retain set (no test points), with the method's configuration and budget (``unlearn_fn``); the "out" shadows are
+    the retrained reference's replicates, which never saw the poisons (what exact unlearning returns). Per poison,
+    "trained on and unlearned" against "never seen". Cost: one run of the method per replicate pair."""
     xf, yf = scenario.forget
     xr, yr = scenario.retain
-    xt, yt = scenario.data.x_test, scenario.data.y_test
-    phis = np.zeros((len(shadows.models), k))
-    for i, (model, m) in enumerate(zip(shadows.models, shadows.members, strict=True)):
-        told, kept = torch.from_numpy(m[:k]), torch.from_numpy(m[k:])
-        splits = Splits(xf[told], yf[told], torch.cat([xr, xt[kept]]), torch.cat([yr, yt[kept]]))
-        phis[i] = logit_confidence(unlearn_fn(model, splits, ctx.child(4000 + i)), xf, yf, ctx.device)
-    return _gaussian_fits(phis, shadows.members[:, :k], (slice(0, k),))
+    splits = Splits(xf, yf, xr, yr)
+    phis = []
+    for i, model in enumerate(shadows.models):
+        if i % 2 == 0:
+            model = unlearn_fn(copy.deepcopy(model), splits, ctx.child(4000 + i))
+        phis.append(logit_confidence(model, xf, yf, ctx.device))
+    return ShadowFits(np.stack(phis))
 
 
-def ulira(model: nn.Module, retrain: nn.Module, scenario: Scenario, fits: Gaussians,
+def ulira(model: nn.Module, retrain: nn.Module, scenario: Scenario, fits: ShadowFits,
           device: torch.device) -> dict[str, float]:
-    """U-LiRA on ``model`` (unlearned by the method whose shadows gave ``fits``): the likelihood ratio "trained on
-    and unlearned" against "never seen" of each poison, the unlearned model's poisons as positives against the
-    retrained model's (the same points, never seen) as negatives: AUC 0.5 when the method's output cannot be told
-    from retraining on the poisons; TPR at 1% FPR, and at 0.1% FPR only with at least `MIN_NEGATIVES_AT_0_1`
-    poisons (else NaN)."""
+    """U-LiRA on ``model`` (unlearned by the method whose shadows gave ``fits``): each poison's likelihood ratio
+    "trained on and unlearned" against "never seen", calibrated on the left-out pair (`ShadowFits.detect`): AUC 0.5
+    when the method's output cannot be told from retraining, poison by poison; TPR at 1% FPR, at 0.1% FPR (NaN
+    below `MIN_NEGATIVES_AT_0_1` negatives). Beside them the null check: the retrained reference ``retrain`` scored
+    the same way (``ulira_retrain_auc``, ``ulira_retrain_tpr_at_1fpr``: 0.5 and 1% when the null holds)."""
     xf, yf = scenario.forget
-
-    def scores(m: nn.Module) -> np.ndarray:
-        s = lira_scores(logit_confidence(m, xf, yf, device), fits.mu_in, fits.mu_out, fits.sd_in, fits.sd_out)
-        return np.nan_to_num(s, nan=0.0)  # a point no shadow could fit: no evidence either way
-
-    negatives = scores(retrain)
-    fpr, tpr = roc_curve(scores(model), negatives)
-    at_0_1 = float(np.interp(0.001, fpr, tpr)) if len(negatives) >= MIN_NEGATIVES_AT_0_1 else math.nan
-    return {"ulira_auc": auc_of_curve(fpr, tpr), "ulira_tpr_at_0.1fpr": at_0_1,
-            "ulira_tpr_at_1fpr": float(np.interp(0.01, fpr, tpr))}
+    null = fits.detect(logit_confidence(retrain, xf, yf, device), "ulira_retrain_")
+    return {**fits.detect(logit_confidence(model, xf, yf, device), "ulira_"),
+            "ulira_retrain_auc": null["ulira_retrain_auc"],
+            "ulira_retrain_tpr_at_1fpr": null["ulira_retrain_tpr_at_1fpr"]}

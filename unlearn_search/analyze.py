@@ -122,6 +122,9 @@ def shadow_set(refs: Any, n_shadows: int, ctx: RunContext) -> analysis.Shadows:
         except Exception:  # a run that died before logging them
             continue
         stored = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if int(stored.get("format", torch.tensor(1))) != analysis.LIRA_FORMAT:  # older code's shadows: another task
+            log.info("LiRA: not reusing the shadow models of run %s (an older format)", run.info.run_id)
+            continue
         models = []
         for state in stored["states"]:
             model = create_model(sc.spec, seed=0)
@@ -129,12 +132,13 @@ def shadow_set(refs: Any, n_shadows: int, ctx: RunContext) -> analysis.Shadows:
             models.append(model.to(ctx.device).eval())
         log.info("LiRA: reusing %d shadow models from run %s", n_shadows, run.info.run_id)
         tracking.set_tags({f"lira_models_from.{sc.config.hash}": run.info.run_id})
-        return analysis.Shadows(models, stored["members"].numpy())
-    log.info("LiRA: training %d shadow models (each about as large a training as the poisoned model's)", n_shadows)
+        return analysis.Shadows(models)
+    log.info("LiRA: training %d shadow models (replicates of the poisoned model's and the retrained model's "
+             "trainings, half each)", n_shadows)
     shadows = analysis.shadow_models(sc, n_shadows, ctx)
     buf = io.BytesIO()
     torch.save({"states": [{k: v.cpu() for k, v in m.state_dict().items()} for m in shadows.models],
-                "members": torch.from_numpy(shadows.members)}, buf)
+                "format": torch.tensor(analysis.LIRA_FORMAT)}, buf)
     tracking.log_bytes(buf.getvalue(), path)
     tracking.set_tags({tag: str(n_shadows)})
     return shadows
@@ -339,7 +343,7 @@ def run_analyze(cfg: ScenarioConfig, ctx: RunContext, methods: list[str], n_shad
         tracking.log_figures("detectors_tpr", plots.grouped_bars(
             names, {detector: [r[detector] for r in rows], "loss MIA": [r["mia_tpr_at_1fpr"] for r in rows],
                     f"LiRA ({n_shadows} shadows)": [r["lira_tpr_at_1fpr"] for r in rows],
-                    **({"U-LiRA (vs retrained)": [r.get("ulira_tpr_at_1fpr", math.nan) for r in rows]}
+                    **({"U-LiRA": [r.get("ulira_tpr_at_1fpr", math.nan) for r in rows]}
                        if ulira else {})},
             "TPR at 1% FPR", "Which detector still sees the poisons", reference_lines=False))
         tracking.log_dashboard(f"analyze {cfg.hash[:8]}")
@@ -367,6 +371,7 @@ def _table(rows: list[dict[str, Any]], key: str, detector: str) -> str:
     cols = [("model", "model"), (key, key), (detector, f"{detector}"), ("mia_tpr_at_1fpr", "loss MIA TPR@1%"),
             ("lira_tpr_at_1fpr", "LiRA TPR@1%"), ("lira_tpr_at_0.1fpr", "LiRA TPR@0.1%"), ("lira_auc", "LiRA AUC"),
             ("ulira_tpr_at_1fpr", "U-LiRA TPR@1%"), ("ulira_auc", "U-LiRA AUC"),
+            ("ulira_retrain_auc", "U-LiRA null AUC (retrained)"),
             ("h1_progress", "way to retrain"), ("h1_travel_l2", "moved (l2)")]
     head = "| " + " | ".join(t for _, t in cols) + " |\n|" + "---|" * len(cols) + "\n"
     return head + "".join("| " + " | ".join(_fmt(r.get(k, math.nan)) for k, _ in cols) + " |\n" for r in rows)
@@ -388,6 +393,11 @@ def _ulira_sentence(rows: list[dict[str, Any]]) -> str:
     if not auc:
         return ""
     told = [m for m, v in auc.items() if v >= 0.6]
-    return (" U-LiRA AUC, unlearned against retrained poison by poison (0.5: indistinguishable): "
+    nulls = [r["ulira_retrain_auc"] for r in rows if "ulira_retrain_auc" in r]
+    off = [r["model"] for r in rows if abs(r.get("ulira_retrain_auc", 0.5) - 0.5) > report.NULL_AUC_TOLERANCE]
+    return (" U-LiRA AUC, unlearned against never seen, poison by poison (0.5: indistinguishable): "
             + ", ".join(f"{m} {v:.2f}" for m, v in auc.items())
-            + (f"; told apart (>= 0.6) for {', '.join(told)}." if told else "; none told apart (>= 0.6)."))
+            + (f"; told apart (>= 0.6) for {', '.join(told)}" if told else "; none told apart (>= 0.6)")
+            + f" (null check: the retrained model's U-LiRA AUC {min(nulls):.2f}-{max(nulls):.2f}"
+            + (f", NOT within 0.5 ± {report.NULL_AUC_TOLERANCE:g} for {', '.join(off)}: do not read those)."
+               if off else f", within 0.5 ± {report.NULL_AUC_TOLERANCE:g})."))

@@ -26,6 +26,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("lira_tpr_at_1fpr", "LiRA TPR@1%FPR"),  # only with compare's --lira-shadows (`analysis.lira`)
     ("lira_auc", "LiRA AUC"),
     ("ulira_auc", "U-LiRA AUC"),  # only with compare's --ulira (`analysis.ulira`)
+    ("ulira_retrain_auc", "U-LiRA null AUC (retrained)"),  # its null check: the retrained model, the same fits
     ("removal_discovered", "removal (discovered)"),  # only with discovered_fraction < 1
     ("removal_undiscovered", "removal (undiscovered)"),
 )
