@@ -362,3 +362,14 @@ def test_the_null_check_flags_a_retrained_model_off_chance() -> None:
 
     assert report.null_check(0.49).endswith("(within 0.5 ± 0.05)")
     assert "NOT within 0.5 ± 0.05" in report.null_check(0.278) and "NOT within" in report.null_check(0.56)
+
+
+def test_lira_warns_when_it_cannot_tell_the_poisoned_model_from_the_retrained_one() -> None:
+    """Low power is said, not left to the reader: the poisoned model must be flagged above twice the retrained
+    model's rate (and above 2%) for a method "at the retrained level" to mean anything."""
+    from unlearn_search import report
+
+    assert report.lira_power(0.62, 0.015) == ""
+    assert "no power" in report.lira_power(0.025, 0.015) and "0.025" in report.lira_power(0.025, 0.015)
+    assert "no power" in report.lira_power(0.019, 0.001)  # twice the 1% floor, not twice a lucky 0.1%
+    assert "no power" in report.lira_power(math.nan, 0.01)

@@ -82,7 +82,8 @@ def test_plan_counts_the_extras_and_added_poisons():
     assert (s.n_poison, s.n_corrupted, s.n_retain) == (k, 1437 + k, 1437)  # added, nothing replaced
     rows = {row.what.split(" (")[0]: row for row in s.rows}
     assert rows["clean control, hypotheses"].total == 60 * 1437
-    assert rows["LiRA shadow models"].total == 4 * 60 * (1437 + (k + 360) / 2)
+    assert rows["LiRA shadow models, poisoned replicates"].total == 2 * 60 * (1437 + k)  # as the poisoned model
+    assert rows["LiRA shadow models, retrained replicates"].total == 2 * 60 * 1437  # as the retrained one
     assert s.notes == ["gradient_canceling crafts its poisons against models of its own (not counted)"]
 
 

@@ -384,6 +384,7 @@ def _headline(h1: dict[str, float], h2: dict[str, float], rows: list[dict[str, A
     return (hypotheses_sentence([(h1, h2)], span_batches, gd_steps)
             + f" LiRA at 1% FPR: poisoned {lira['no unlearning']:.2f}, retrained {lira['retrain']:.2f}"
             + (f"; still above twice the retrained model's for {', '.join(still)}" if still else "")
+            + report.lira_power(lira["no unlearning"], lira["retrain"])
             + f" ({report.null_check(next(r['lira_auc'] for r in rows if r['model'] == 'retrain'))})."
             + _ulira_sentence(rows))
 

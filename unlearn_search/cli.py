@@ -571,15 +571,16 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                          "is missing here (default 0: run every study here, in turn)")
     co.add_argument("--lira-shadows", type=int, default=0,
                     help="also score every row with LiRA, a strong membership inference attack, with this many shadow "
-                         "models per seed (an even number, at least 6: fewer cannot calibrate its null; each a "
-                         "training about as large as the poisoned model's; "
+                         "models per seed (an even number, at least 6: fewer cannot calibrate its null; in pairs, "
+                         "one replicating the poisoned model's training, one the retrained model's; "
                          "trained once per scenario and reused; default 0: off)")
     co.add_argument("--discovered-fraction", default="1",
                     help="partial discovery: the fraction of the poisons each method is told, in (0, 1], or a "
                          "comma-separated sweep (0.1,0.5,1: one comparison each, then removal against the fraction)")
     co.add_argument("--ulira", type=_parse_bool, default=False,
-                    help="with --lira-shadows: U-LiRA too, each method's shadows unlearned with its best setting (one "
-                         "run of the method per shadow, method and seed) (true/false)")
+                    help="with --lira-shadows: U-LiRA too, each method's poisoned-model shadows unlearning all the "
+                         "poisons with its best setting, the target's own task (one run of the method per shadow "
+                         "pair, method and seed) (true/false)")
     co.add_argument("--hypotheses", type=_parse_bool, default=False,
                     help="also test the paper's two hypotheses on every seed (H1 model shift, H2 clean-gradient "
                          "subspace; one more training per seed, the clean control) and say what they found in the "
@@ -604,9 +605,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                     help="methods whose newest registered unlearned model of the scenario is analysed (tune or compare "
                          "registers them; a method with none is left out): all or a comma-separated list")
     an.add_argument("--shadows", type=int, default=8,
-                    help="LiRA shadow models, an even number, at least 6 (each a training about as large as the "
-                         "poisoned "
-                         "model's; fitted once per scenario and reused)")
+                    help="LiRA shadow models, an even number, at least 6 (in pairs, one replicating the poisoned "
+                         "model's training, one the retrained model's; fitted once per scenario and reused)")
     an.add_argument("--ulira", type=_parse_bool, default=True,
                     help="U-LiRA too: the shadows unlearn their poisons with each method's registered setting (one "
                          "run of the method per shadow and method; the shadow models are stored and reused) "

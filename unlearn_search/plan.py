@@ -5,8 +5,8 @@ Counts what `compare.run_compare` does for each scenario seed, in the unit compu
 
 - the two references, exactly: the poisoned model, ``epochs x |S_corr|``, and the retrained one, ``epochs x
   |retain|`` = the retraining cost R that budgets are fractions of (what `store` logs as ``train_compute``);
-  ``hypotheses``: the clean control, ``epochs x |retain|``; ``lira_shadows``: each shadow model, ``epochs x
-  (|retain| + half of forget and test)``;
+  ``hypotheses``: the clean control, ``epochs x |retain|``; ``lira_shadows``: half the shadow models ``epochs x
+  |S_corr|`` (replicates of the poisoned model), half ``epochs x |retain|`` (of the retrained one);
 - per method, its study's ``n_trials`` trials, each at most ``budget_max x R`` (the compute meter's limit: a
   trial's budget is drawn log-uniformly from [budget_max / 10, budget_max], and its method stops before it would
   overrun), and one more run of the best trial, which `tune` re-creates for its model;
@@ -163,10 +163,10 @@ def plan_scenario(cfg: ScenarioConfig, sizes: Sizes, methods: list[str], n_trial
             Row(f"retrained reference ({epochs} x {n_retain:,} = R)", 1, r)]
     if hypotheses:
         rows.append(Row(f"clean control, hypotheses ({epochs} x {n_retain:,})", 1, r))
-    if lira_shadows:
-        scored = k + sizes.n_test  # each shadow trains on retain + one half of (forget, test); a pair covers both
-        rows.append(Row(f"LiRA shadow models ({epochs} x ({n_retain:,} + half of {scored:,}))", lira_shadows,
-                        epochs * (n_retain + scored / 2)))
+    if lira_shadows:  # replicate pairs: one of the poisoned model's training, one of the retrained model's
+        rows.append(Row(f"LiRA shadow models, poisoned replicates ({epochs} x {n_corr:,})", lira_shadows // 2,
+                        float(epochs * n_corr)))
+        rows.append(Row(f"LiRA shadow models, retrained replicates ({epochs} x {n_retain:,})", lira_shadows // 2, r))
     trial = budget_max * r
     about = trial * MEAN_BUDGET_FRACTION
     f = studies_per_method

@@ -242,6 +242,16 @@ def null_check(retrain_auc: float) -> str:
                if flag else f" (within 0.5 ± {NULL_AUC_TOLERANCE:g})"))
 
 
+def lira_power(poisoned_tpr: float, retrain_tpr: float) -> str:
+    """A warning, or "": LiRA has no power on a scenario where even the poisoned model is not flagged above twice the
+    retrained model's rate at 1% FPR (at least 2%), and then a method "at the retrained model's level" says nothing."""
+    if math.isfinite(poisoned_tpr) and poisoned_tpr > 2 * max(retrain_tpr, 0.01):
+        return ""
+    return (f"; LiRA has no power here: it flags the poisoned model's poisons at {poisoned_tpr:.3f}, not above "
+            f"twice the retrained model's rate, so a method at the retrained level says nothing (more shadows or "
+            f"poisons may help)")
+
+
 def _lira_sentence(rows: Sequence[Row]) -> str:
     """LiRA's view, in words: the references' TPR at 1% FPR and the methods still above twice the retrained one's."""
     lira = {r.name: r.mean.get("lira_tpr_at_1fpr", float("nan")) for r in rows}
@@ -252,6 +262,7 @@ def _lira_sentence(rows: Sequence[Row]) -> str:
             f"{lira.get('retrain', float('nan')):.2f}; "
             + (f"still above twice the retrained model's for {', '.join(still)}" if still else
                "no method's best model above twice the retrained model's")
+            + lira_power(lira.get("no unlearning", float("nan")), lira.get("retrain", float("nan")))
             + f" ({null_check(retrain_auc)}).")
 
 
