@@ -103,6 +103,26 @@ def _add_verdict_args(p: argparse.ArgumentParser) -> None:
                         "confidence (in (0, 1); 0.2: at least 80%% of the poison's signal gone)")
 
 
+def _add_stop_args(p: argparse.ArgumentParser, stop: str) -> None:
+    from .stopping import MIN_TRIALS, PATIENCE, TOLERANCE
+
+    p.add_argument("--stop", default=stop,
+                   help="settled: stop each study when its best case has settled (at least --min-trials; settled "
+                        f"when the last --patience trials raised it by at most {TOLERANCE:g}), with n_trials the cap "
+                        "on its finished trials; fixed: exactly n_trials (default: %(default)s)")
+    p.add_argument("--min-trials", type=int, default=MIN_TRIALS,
+                   help="stop=settled: the fewest finished trials a study runs (default: %(default)s)")
+    p.add_argument("--patience", type=int, default=PATIENCE,
+                   help="stop=settled: settled when the best case moved by at most the tolerance in this many "
+                        "finished trials (default: %(default)s)")
+    p.add_argument("--sampler", default="tpe",
+                   help="Optuna sampler: tpe (default, the benchmarks' winner), random, gp (a study of its own)")
+
+
+def _stop_kwargs(a: argparse.Namespace) -> dict[str, Any]:
+    return {"stop": a.stop, "min_trials": a.min_trials, "patience": a.patience, "sampler": a.sampler}
+
+
 def _prepare(a: argparse.Namespace) -> tuple[Any, Any, Any]:
     """Validate the scenario, its data and the device before anything is written: (config, run context, data)."""
     from .context import RunContext, select_device
@@ -225,7 +245,7 @@ def cmd_tune(a: argparse.Namespace) -> int:
     tc = TuneConfig(method=a.method, n_trials=a.n_trials, timeout=a.timeout, budget_max=a.budget_max, seed=seed,
                     storage=a.storage, study_name=a.study_name, utility_tolerance=a.utility_tolerance, mode=a.mode,
                     discovered_fraction=a.discovered_fraction, select_fraction=a.select_fraction,
-                    equivalence_margin=a.equivalence_margin)
+                    equivalence_margin=a.equivalence_margin, **_stop_kwargs(a))
     cfg, ctx, _ = _prepare(a)
     _warn_literal_secret(tc.storage)
     connect_storage(tc.storage)  # before any MLflow run exists, so a bad URL creates nothing
@@ -259,7 +279,8 @@ def cmd_compare(a: argparse.Namespace) -> int:
                          "is not 1")
     template = TuneConfig(method=methods[0], n_trials=a.n_trials, budget_max=a.budget_max, storage=a.storage,
                           utility_tolerance=a.utility_tolerance, discovered_fraction=fractions[0],
-                          select_fraction=a.select_fraction, equivalence_margin=a.equivalence_margin)
+                          select_fraction=a.select_fraction, equivalence_margin=a.equivalence_margin,
+                          warm_start_seeds=a.warm_start, **_stop_kwargs(a))
     from .presets import PRESETS
 
     seeds = _given(a.seeds, PRESETS.get(a.preset).seeds)
@@ -482,6 +503,9 @@ def _method_from_argv(argv: Sequence[str]) -> str | None:
 
 
 #: The options of `compare` that `plan` takes too: those that change how much `compare` runs.
+#: compare's default cap on a study's trials with stop=settled (docs/tune.md, "When a search stops").
+N_TRIALS_CAP = 150
+
 PLAN_OPTIONS = ("methods", "attacks", "n_trials", "seeds", "budget_max", "lira_shadows", "hypotheses",
                 "discovered_fraction")
 
@@ -525,7 +549,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     tu = sub.add_parser("tune", help="Optuna search of a method's hyperparameters and budget for best-case removal")
     tu.add_argument("--method", required=True, type=_method_name,
                     help="unlearning method to tune (built-in or plugin)")
-    tu.add_argument("--n-trials", type=int, default=20, help="trials to add to the study in this run")
+    tu.add_argument("--n-trials", type=int, default=20,
+                    help="stop=fixed: trials to add to the study in this run; stop=settled: the cap on its finished "
+                         "trials")
+    _add_stop_args(tu, "fixed")
     tu.add_argument("--timeout", type=float, default=0.0, help="stop adding trials after this many seconds (0: none)")
     tu.add_argument("--budget-max", type=float, default=0.1,
                     help="largest budget a trial may draw (fraction of retraining)")
@@ -552,8 +579,13 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     co.add_argument("--attacks", default="same",
                     help="compare under several attacks side by side: all or a comma-separated list "
                          "(default: same, i.e. just --attack)")
-    co.add_argument("--n-trials", type=int, default=20,
-                    help="finished trials each method's study should have (finished studies are reused)")
+    co.add_argument("--n-trials", type=int, default=N_TRIALS_CAP,
+                    help="stop=settled: the cap on each study's finished trials; stop=fixed: the finished trials each "
+                         "study should have (finished or settled studies are reused) (default: %(default)s)")
+    _add_stop_args(co, "settled")
+    co.add_argument("--warm-start", type=_parse_bool, default=True,
+                    help="each seed's study of a method first tries the best settings of the method's earlier seeds "
+                         "(settings only; every seed is judged on its own poisons) (true/false; default true)")
     co.add_argument("--seeds", type=_or_default(int), default="default",
                     help="number of scenario seeds (seed, seed+1, ...), each a full scenario with its own references "
                          "and searches; the verdict combines them (default: the preset's; 3, paper 8)")

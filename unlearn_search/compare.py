@@ -93,7 +93,9 @@ def run_compare(
     hypotheses: bool = False,
     ulira: bool = False,
 ) -> dict[str, Any]:
-    """``wait_s``: give workers already running `tune` on the shared storage up to this long per study to reach
+    """With ``tune_template.warm_start_seeds``, each seed's study of a method first tries the best settings of the
+    method's earlier seeds (settings only: every seed stays its own scenario, judged on its own poisons). ``wait_s``:
+    give workers already running `tune` on the shared storage up to this long per study to reach
     ``n_trials`` finished trials (`search.wait_for_trials`) before this process runs what is missing itself.
     ``lira_shadows`` > 0: also score every row with LiRA (`analysis.lira`; that many shadow models per seed, trained
     once per scenario and reused, `analyze.shadow_fits`), beside GUS and the loss MIA. ``hypotheses``: also test the
@@ -120,6 +122,7 @@ def run_compare(
         histories: dict[str, list[list[float]]] = {m: [] for m in methods}
         hashes = []
         seed_list = list(range(base.seed, base.seed + seeds))
+        bests: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}  # warm start: each seed's best settings
         for seed in seed_list:
             cfg = dataclasses.replace(base, seed=seed)
             hashes.append(cfg.hash)
@@ -129,7 +132,8 @@ def run_compare(
             references: dict[str, dict[str, float]] = {}
             for m in methods:
                 log.info("seed %d: %s", seed, m)
-                tc = dataclasses.replace(tune_template, method=m, seed=seed, study_name="")
+                tc = dataclasses.replace(tune_template, method=m, seed=seed, study_name="",
+                                         warm_start=tuple(bests[m]) if tune_template.warm_start_seeds else ())
                 if wait_s > 0:
                     wait_for_trials(tc, cfg.hash, wait_s)
                 summary = run_tune(tc, cfg, sctx, experiment, nested=True, top_up=True)
@@ -137,8 +141,15 @@ def run_compare(
                 best = summary.get("best_metrics")
                 if summary.get("too_weak"):
                     best = {**references["poisoned"], "removal": float("nan"), "verdict_code": float("nan")}
+                if summary.get("best_params") is not None:
+                    bests[m].append(summary["best_params"])
+                state = summary["search_state"]
                 rows[m] = None if best is None else {
-                    **best, "search_still_improving": float(report.still_improving(summary["history"]))}
+                    **best, "search_still_improving": float(state in ("capped", "running") if tc.stop == "settled"
+                                                            else report.still_improving(summary["history"])),
+                    "search_trials": float(summary["search_trials"]),
+                    **({"search_settled": float(state == "settled"), "search_capped": float(state == "capped")}
+                       if tc.stop == "settled" else {})}
                 curves[m].append(report.best_at_levels(summary["feasible"], levels))
                 histories[m].append(summary["history"])
             rows = {"no unlearning": {**references["poisoned"], "budget_used": 0.0}, **rows,

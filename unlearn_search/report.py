@@ -297,10 +297,24 @@ def verdict_cell(row: Row) -> str:
 
 
 def search_cell(row: Row) -> str:
+    """How the method's searches ended: with stop=settled "settled after N trials" (N, or its range over seeds) or
+    "capped at N, still improving in k of n seeds"; with stop=fixed whether the best trial came in the last
+    `IMPROVING_TAIL` of the trials."""
     if row.name in REFERENCE_ROWS or row.n == 0:
         return "–"
+    trials = [int(t) for t in row.values.get("search_trials", [])]
+    span = "" if not trials else str(trials[0]) if min(trials) == max(trials) else f"{min(trials)}-{max(trials)}"
+    if "search_settled" in row.values:  # stop=settled
+        capped = int(sum(row.values.get("search_capped", [])))
+        open_ = row.n - int(sum(row.values["search_settled"]))
+        where = "" if row.n == 1 else f" in {open_} of {row.n} seeds"
+        if not open_:
+            return f"settled after {span} trials"
+        if capped == open_:
+            return f"capped at {max(trials)}, still improving{where}"
+        return f"not settled{where} (stopped early: a timeout), {span} trials: run more trials"
     if not row.improving:
-        return "settled"
+        return "settled" if not trials else f"{span} trials (fixed), best not in the last {IMPROVING_TAIL:.0%}"
     where = "" if row.n == 1 else f" in {row.improving} of {row.n} seeds"
     return f"still improving{where}: run more trials"
 
@@ -327,7 +341,10 @@ def markdown(rows: Sequence[Row], n_seeds: int, keys: Sequence[str] | None = Non
              + (f", the seeds combined ({verdict.COMBINATION_NAMES.get(rows[0].combination, rows[0].combination)} "
                 "for the residual test, inverse-variance pooling for equivalence)" if n_seeds > 1 else ""))
     if keys is None:  # the short form has no search column
-        note += (f"; search: 'still improving' when the best feasible trial came in the last "
+        settled = any("search_settled" in r.values for r in rows)
+        note += ("; search: 'settled after N trials' when the best case stopped moving (stop=settled: the patience "
+                 "rule of docs/tune.md), 'capped' when the cap came first" if settled else
+                 f"; search: 'still improving' when the best feasible trial came in the last "
                  f"{IMPROVING_TAIL:.0%} of the trials")
     return "\n".join(lines) + f"\n\n({note})\n"
 

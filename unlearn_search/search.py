@@ -30,7 +30,7 @@ import optuna
 from optuna.storages._heartbeat import BaseHeartbeat  # not exported by optuna.storages
 from torch import nn
 
-from . import verdict
+from . import stopping, verdict
 from .context import RunContext
 from .errors import UsageError, check_choice, check_range
 from .methods import METHODS, Method
@@ -66,6 +66,17 @@ class TuneConfig:
     discovered_fraction: float = 1.0  # partial discovery: the fraction of the poisons the method is told
     select_fraction: float = verdict.SELECT_FRACTION  # the units the search selects on; the rest judge
     equivalence_margin: float = verdict.EQUIVALENCE_MARGIN  # "removed": residue within this x the poisoned one's
+    stop: str = "fixed"  # "settled": stop when the best case settles (`stopping`), n_trials the cap
+    min_trials: int = stopping.MIN_TRIALS
+    patience: int = stopping.PATIENCE
+    sampler: str = "tpe"
+    # settings a new study tries first (`compare`'s warm start: the method's best on its other seeds)
+    warm_start: tuple[dict[str, Any], ...] = ()
+    warm_start_seeds: bool = True  # compare: warm-start each seed's study from the method's earlier seeds
+
+    @property
+    def rule(self) -> stopping.StopRule:
+        return stopping.StopRule(self.stop, self.min_trials, self.patience)
 
     def __post_init__(self) -> None:
         METHODS.get(self.method)
@@ -77,6 +88,8 @@ class TuneConfig:
         check_range("budget_max", self.budget_max, low=0, high=1, low_open=True)
         check_range("utility_tolerance", self.utility_tolerance, low=0, high=1)
         check_choice("mode", self.mode, MODES)
+        check_choice("sampler", self.sampler, SAMPLERS)
+        self.rule.check_cap(self.n_trials)
 
     def name_for(self, scenario_hash: str) -> str:
         suffix = "" if self.mode == "single" else f"-{self.mode}"
@@ -86,6 +99,8 @@ class TuneConfig:
             suffix += f"-select{self.select_fraction:g}"
         if self.equivalence_margin != verdict.EQUIVALENCE_MARGIN:  # trials store their verdict at this margin
             suffix += f"-margin{self.equivalence_margin:g}"
+        if self.sampler != "tpe":  # another sampler's trials: a study of its own
+            suffix += f"-{self.sampler}"
         # "-c": the objective is closeness to the null on the selection part (studies made before maximised removal
         # over all poisons; their values are not comparable, so they are not resumed)
         return self.study_name or f"{self.method}{suffix}-{scenario_hash[:12]}-c"
@@ -247,8 +262,23 @@ def connect_storage(url: str, attempts: int = 4) -> optuna.storages.BaseStorage:
     raise AssertionError("unreachable")
 
 
+#: The samplers a study may use (``--sampler``): TPE is the default, the winner of benchmarks/search_samplers.py
+#: (docs/benchmarks.md, "The samplers and the search depth"); random search and Optuna's Gaussian-process sampler for
+#: comparison.
+SAMPLERS = ("tpe", "random", "gp")
+
+
+def _make_sampler(kind: str, seed: int, **kwargs: Any) -> optuna.samplers.BaseSampler:
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "gp":
+        return optuna.samplers.GPSampler(seed=seed, **kwargs)
+    return optuna.samplers.TPESampler(seed=seed, **kwargs)
+
+
 class TrialSeededSampler(optuna.samplers.BaseSampler):
-    """Optuna's TPE sampler, with the randomness of trial number n seeded from (study seed, n).
+    """Optuna's TPE sampler (or another of `SAMPLERS`), with the randomness of trial number n seeded from (study
+    seed, n).
 
     A sampler seeded once per process re-draws the same random stream whenever a study is resumed, and every
     worker started with the same seed draws what the others draw: resumed and shared studies repeated trials. Here
@@ -260,18 +290,18 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
     reproducible only up to that interleaving.
     """
 
-    def __init__(self, seed: int, **tpe_kwargs: Any) -> None:
-        self.seed, self.tpe_kwargs = seed, tpe_kwargs
-        self._per_trial: dict[int, optuna.samplers.TPESampler] = {}
+    def __init__(self, seed: int, kind: str = "tpe", **tpe_kwargs: Any) -> None:
+        self.seed, self.kind, self.tpe_kwargs = seed, kind, tpe_kwargs
+        self._per_trial: dict[int, optuna.samplers.BaseSampler] = {}
 
     def trial_seed(self, number: int) -> int:
         return int(np.random.SeedSequence([self.seed, number]).generate_state(1)[0])
 
-    def _tpe(self, trial: optuna.trial.FrozenTrial) -> optuna.samplers.TPESampler:
+    def _tpe(self, trial: optuna.trial.FrozenTrial) -> optuna.samplers.BaseSampler:
         tpe = self._per_trial.get(trial.number)
         if tpe is None:
-            tpe = self._per_trial[trial.number] = optuna.samplers.TPESampler(
-                seed=self.trial_seed(trial.number), **self.tpe_kwargs)
+            tpe = self._per_trial[trial.number] = _make_sampler(
+                self.kind, self.trial_seed(trial.number), **({} if self.kind == "random" else self.tpe_kwargs))
         return tpe
 
     def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -306,7 +336,7 @@ def open_study(tc: TuneConfig, scenario_hash: str) -> optuna.Study:
     storage = connect_storage(tc.storage)
     kw: dict[str, Any] = {"storage": storage, "study_name": tc.name_for(scenario_hash), "load_if_exists": True}
     # TPE reads the constraint each trial sets (Trial.set_constraint) and prefers feasible regions.
-    sampler = TrialSeededSampler(tc.seed, n_startup_trials=5)
+    sampler = TrialSeededSampler(tc.seed, tc.sampler, n_startup_trials=5)
     if tc.mode == "single":
         study = optuna.create_study(direction="maximize", sampler=sampler,
                                     pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1), **kw)
@@ -333,20 +363,24 @@ def open_study(tc: TuneConfig, scenario_hash: str) -> optuna.Study:
 
 def wait_for_trials(tc: TuneConfig, scenario_hash: str, timeout_s: float, poll_s: float = 5.0) -> int:
     """Wait until the study of (``tc``, scenario) has ``tc.n_trials`` finished trials (complete or pruned), made by
-    `tune` workers elsewhere on the same storage, or until ``timeout_s`` passed; returns the count reached. A study
+    `tune` workers elsewhere on the same storage, or has settled (``stop=settled``, `stopping`), or until
+    ``timeout_s`` passed; returns the count reached. A study
     that does not exist yet counts 0 (its first worker creates it)."""
     name, storage = tc.name_for(scenario_hash), connect_storage(tc.storage)
     deadline, count, shown = time.monotonic() + timeout_s, 0, -1
     while True:
+        settled = False
         try:
             study = optuna.load_study(study_name=name, storage=storage)
-            count = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
-                                                                 optuna.trial.TrialState.PRUNED)))
+            trials = study.get_trials(deepcopy=False)
+            count = len([t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE,
+                                                          optuna.trial.TrialState.PRUNED)])
+            settled = tc.rule.settled_at(objective_history(trials)) is not None
         except KeyError:  # no worker has created the study yet
             count = 0
-        if count >= tc.n_trials or time.monotonic() >= deadline:
+        if count >= tc.n_trials or settled or time.monotonic() >= deadline:
             log.info("study %s: %d of %d trials finished by workers%s", name, count, tc.n_trials,
-                     "" if count >= tc.n_trials else "; running the rest here")
+                     " (settled)" if settled else "" if count >= tc.n_trials else "; running the rest here")
             return count
         if count != shown:
             log.info("study %s: waiting for workers, %d of %d trials finished", name, count, tc.n_trials)
@@ -381,6 +415,14 @@ def fail_dead_trials(study: optuna.Study) -> list[tuple[int, str]]:
 def is_feasible(trial: optuna.trial.FrozenTrial) -> bool:
     """A trial kept utility (a trial that never set its constraint, e.g. pruned, is not feasible)."""
     return float((trial.constraints or {}).get(CONSTRAINT, math.inf)) <= 0
+
+
+def objective_history(trials: list[optuna.trial.FrozenTrial]) -> list[float]:
+    """Each finished trial's objective (closeness to retraining on the selection part) in trial order, NaN where
+    the trial is not feasible (pruned, failed, utility lost): the series whose running maximum is the study's best
+    case so far."""
+    return [t.user_attrs["metrics"].get("objective", float("nan")) if "metrics" in t.user_attrs and is_feasible(t)
+            else float("nan") for t in sorted(trials, key=lambda t: t.number) if t.state.is_finished()]
 
 
 def make_objective(

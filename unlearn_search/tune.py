@@ -27,6 +27,7 @@ from .search import (
     feasible_trials,
     is_feasible,
     make_objective,
+    objective_history,
     open_study,
     pareto_trials,
     split_params,
@@ -112,6 +113,8 @@ def run_tune(
     # method first, short: a comparison has one tune run per method and seed
     with tracking.run(f"{tc.method} / seed {cfg.seed}" if nested else tc.method, tags=tags, nested=nested):
         tracking.log_params({**cfg.to_flat(), "method": tc.method, "n_trials": tc.n_trials, "timeout": tc.timeout,
+                             "stop": tc.stop, "min_trials": tc.min_trials, "patience": tc.patience,
+                             "sampler": tc.sampler,
                              "budget_max": tc.budget_max, "sampler.seed": tc.seed, "mode": tc.mode,
                              "utility_tolerance": tc.utility_tolerance,
                              "discovered_fraction": tc.discovered_fraction, "select_fraction": tc.select_fraction,
@@ -129,7 +132,12 @@ def run_tune(
             tracking.log_metrics(parts[role], prefix=f"{role}.")
         # trials that ran to an outcome; a failed trial (a crash, a killed or interrupted worker) is run again
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        n_run = max(tc.n_trials - len(finished), 0) if top_up else tc.n_trials
+        rule = tc.rule
+        if tc.stop == "settled":  # n_trials caps the study's finished trials; a settled study runs no more
+            settled = rule.settled_at(objective_history(study.get_trials(deepcopy=False))) is not None
+            n_run = 0 if settled else max(tc.n_trials - len(finished), 0)
+        else:
+            n_run = max(tc.n_trials - len(finished), 0) if top_up else tc.n_trials
         too_weak = bool(parts["poisoned"]["attack_too_weak"])
         if too_weak:
             # Removal is a ratio to the poisoned model's residue: noise when that residue is not detected.
@@ -146,11 +154,22 @@ def run_tune(
         reporter = MlflowTrialReporter(tc.method, study_name, n_run, writer)
         objective = make_objective(tc, method, sc, refs.models["poisoned"], refs.metrics, yard, ctx,
                                    reporter, discovery)
+        if n_run and tc.warm_start and not study.get_trials(deepcopy=False):
+            # a new study first tries the best settings other seeds of the method found (compare's warm start):
+            # settings only, never another scenario's poisons or scores
+            for params in tc.warm_start:
+                study.enqueue_trial(dict(params), skip_if_exists=True)
+            tracking.set_tags({"warm_start": str(len(tc.warm_start))})
+            log.info("study %s: warm start, %d settings from the method's other seeds enqueued first", study_name,
+                     len(tc.warm_start))
         log.info("study %s: %d trials so far; running %d more (storage %s)", study_name, len(finished), n_run,
                  tracking.redact_uri(tc.storage))
         try:
             if n_run:
-                study.optimize(objective, n_trials=n_run, timeout=tc.timeout or None, catch=(Exception,))
+                stop = ([rule.callback(lambda st: objective_history(st.get_trials(deepcopy=False)))]
+                        if tc.stop == "settled" else None)
+                study.optimize(objective, n_trials=n_run, timeout=tc.timeout or None, catch=(Exception,),
+                               callbacks=stop)
         except BaseException:  # interrupted (Optuna has failed the trial): give that trial its child run too
             writer.flush()  # the trials this process finished have their child runs queued: let them land first
             reconcile(study, writer, tc.method, interrupted=True)
@@ -194,8 +213,14 @@ def summarise(
     result: dict[str, Any] = {"study": study.study_name, "states": states, "best": None,
                               "feasible": [dict(t.user_attrs["metrics"]) for t in feasible_trials(study)],
                               "history": objective_history(trials)}
-    still = report.still_improving(result["history"])
-    tracking.set_tags({"search_still_improving": str(still).lower()})
+    state, reason = tc.rule.describe(result["history"], tc.n_trials)
+    # stop=settled: "still improving" is the rule's verdict (capped, or stopped early by a timeout); stop=fixed:
+    # the best trial in the last 20% of the trials
+    still = state in ("capped", "running") if tc.stop == "settled" else report.still_improving(result["history"])
+    result.update({"search_state": state, "search_reason": reason, "search_trials": len(result["history"])})
+    tracking.set_tags({"search_still_improving": str(still).lower(), "search_stop": state,
+                       "search_stop_reason": reason})
+    log.info("study %s: %s", study.study_name, reason)
     best_model: nn.Module | None = None
     if artifacts:
         _log_trials_table(trials, key)
@@ -221,7 +246,9 @@ def summarise(
                f"({int(bm.get('verdict_units', 0))} units; 1.0 = retraining) at budget {bm['budget_used']:.3f}; "
                f"{sc.attack.residual_test}: p = {bm['removal_pvalue']:.3g}; {key}: poisoned "
                f"{parts['poisoned'][key]:.3g}, best {bm[key]:.3g}, retrain {parts['retrain'][key]:.3g}")
-    if still:
+    if tc.stop == "settled":
+        verdict += f"; search {reason}"
+    elif still:
         verdict += (f"; the search was still improving (best trial in the last {report.IMPROVING_TAIL:.0%} of the "
                     "trials): run more trials")
     # the tag short enough for MLflow's tag chips; the whole sentence, wrapped, in verdict.txt and the description
@@ -240,7 +267,7 @@ def summarise(
                  for t in pareto_trials(study)]
         tracking.log_text(json.dumps(front, indent=1), "pareto_front.json")
         result["pareto"] = front
-    result.update({"best": best.number, "best_metrics": bm, "verdict": verdict})
+    result.update({"best": best.number, "best_metrics": bm, "verdict": verdict, "best_params": dict(best.params)})
     if not artifacts:
         return result
     model = best_model
@@ -338,14 +365,6 @@ def reconcile(study: optuna.Study, writer: tracking.ChildRunWriter, method: str,
         start = int(t.datetime_start.timestamp() * 1000) if t.datetime_start else int(time.time() * 1000)
         writer.submit(run_name, start, t.params, trial_metrics(dict(t.user_attrs.get("metrics", {})), state), tags,
                       failed=t.state == TrialState.FAIL)
-
-
-def objective_history(trials: list[optuna.trial.FrozenTrial]) -> list[float]:
-    """Each finished trial's objective (closeness to retraining on the selection part) in trial order, NaN where
-    the trial is not feasible (pruned, failed, utility lost): the series whose running maximum is the study's best
-    case so far."""
-    return [t.user_attrs["metrics"].get("objective", float("nan")) if "metrics" in t.user_attrs and is_feasible(t)
-            else float("nan") for t in sorted(trials, key=lambda t: t.number) if t.state.is_finished()]
 
 
 def discovery_of(tc: TuneConfig, refs: References, yard: Yardstick, ctx: RunContext) -> Discovery | None:

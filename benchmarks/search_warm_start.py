@@ -1,0 +1,108 @@
+"""Does learning across seeds help? The best case after n trials with and without `compare`'s warm start (issue 26:
+"learn across seeds").
+
+On the embedded default, for each method: seed 0's study runs ``--trials`` trials; then seeds 1..``--seeds``-1 each
+run two studies of ``--trials`` trials through the real objective (`search.make_objective`, TPE as `tune` runs it,
+no MLflow): one cold, one that first tries the best settings of the method's earlier seeds (`compare`'s warm start:
+``study.enqueue_trial``, settings only; each seed keeps its own poisons and references). Prints, per method and n,
+the best objective over the warm-started seeds (mean, cold against warm) and the share of (seed) studies where warm
+is at least as good:
+
+    python benchmarks/search_warm_start.py --methods gd,ngd,ga,eu_k,cf_k,scrub,neggrad_plus,ssd --seeds 3 \\
+        --trials 50 --checkpoints 1,5,10,20,50
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+import warnings
+
+import numpy as np
+
+
+def main() -> None:
+    import optuna
+    import torch
+
+    from unlearn_search import search
+    from unlearn_search.context import RunContext
+    from unlearn_search.methods import METHODS
+    from unlearn_search.scenario import ScenarioConfig, build_scenario, evaluate, train_references
+    from unlearn_search.unlearning import Yardstick
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--methods", default="gd,ngd,ga,eu_k,cf_k,scrub,neggrad_plus,ssd")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--trials", type=int, default=50)
+    p.add_argument("--checkpoints", default="1,5,10,20,50")
+    a = p.parse_args()
+    logging.disable(logging.WARNING)
+    warnings.simplefilter("ignore")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    torch.set_num_threads(1)
+    checkpoints = [int(x) for x in a.checkpoints.split(",")]
+    methods = a.methods.split(",")
+
+    class _Quiet:
+        def started(self, trial, params):  # type: ignore[no-untyped-def]
+            pass
+
+        def finished(self, trial, state, metrics, reason):  # type: ignore[no-untyped-def]
+            pass
+
+    t0 = time.perf_counter()
+    scenarios = []
+    for seed in range(a.seeds):
+        cfg = ScenarioConfig(seed=seed)
+        ctx = RunContext(seed=seed, device=torch.device("cpu"))
+        sc = build_scenario(cfg, ctx)
+        models = train_references(sc, ctx)
+        metrics = {r: evaluate(m, sc, ctx) for r, m in models.items()}
+        scenarios.append((sc, models, metrics, Yardstick.of_models(sc, models, ctx), ctx))
+    print(f"{a.seeds} scenarios in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    def study_of(name: str, seed: int, warm: list[dict]) -> optuna.Study:
+        sc, models, metrics, yard, ctx = scenarios[seed]
+        tc = search.TuneConfig(method=name, seed=seed)
+        study = optuna.create_study(direction="maximize", sampler=search.TrialSeededSampler(seed, n_startup_trials=5),
+                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1))
+        for params in warm:
+            study.enqueue_trial(dict(params), skip_if_exists=True)
+        study.optimize(search.make_objective(tc, METHODS.get(name), sc, models["poisoned"], metrics, yard, ctx,
+                                             _Quiet()), n_trials=a.trials, catch=(Exception,))
+        return study
+
+    def best_after(study: optuna.Study, n: int) -> float:
+        h = search.objective_history(study.get_trials(deepcopy=False))[:n]
+        return float(np.nanmax(h)) if np.isfinite(h).any() else math.nan
+
+    print("\n| method | " + " | ".join(f"after {n}: cold / warm" for n in checkpoints) + " | warm >= cold |")
+    print("|---|" + "---|" * (len(checkpoints) + 1))
+    for name in methods:
+        bests: list[dict] = []
+        cold_rows, warm_rows = [], []
+        for seed in range(a.seeds):
+            if seed:
+                cold, warm = study_of(name, seed, []), study_of(name, seed, bests)
+                cold_rows.append([best_after(cold, n) for n in checkpoints])
+                warm_rows.append([best_after(warm, n) for n in checkpoints])
+                own = cold
+            else:
+                own = study_of(name, seed, [])
+            best = search.best_trial(own)
+            if best is not None:
+                bests.append(dict(best.params))
+        c, w = np.array(cold_rows, float), np.array(warm_rows, float)
+        cells = [f"{np.nanmean(c[:, j]):.3f} / {np.nanmean(w[:, j]):.3f}" for j in range(len(checkpoints))]
+        ok = np.nan_to_num(w, nan=-9) >= np.nan_to_num(c, nan=-9)
+        print(f"| {name} | " + " | ".join(cells) + f" | {int(ok.sum())} of {ok.size} |", flush=True)
+    print(f"\nobjective = -|1 - removal| on the selection part (0 = retraining), mean over seeds 1-{a.seeds - 1} "
+          f"(seed 0 has no earlier seed); the warm study's first trials are the earlier seeds' best settings (from "
+          f"their cold {a.trials}-trial studies); {time.perf_counter() - t0:.0f} s in all")
+
+
+if __name__ == "__main__":
+    main()
