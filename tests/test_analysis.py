@@ -295,7 +295,7 @@ def test_compare_puts_lira_beside_gus_and_the_loss_mia(mlflow_store, capsys, cap
 
     from unlearn_search import cli
 
-    args = ["compare", "--methods", "gd", "--n-trials", "2", "--train-epochs", "10", "--seeds", "1"]
+    args = ["compare", "--methods", "gd", "--stop", "fixed", "--n-trials", "2", "--train-epochs", "10", "--seeds", "1"]
     assert cli.main([*args, "--lira-shadows", "6", "--hypotheses", "true", "--ulira", "true"]) == 0
     out = capsys.readouterr().out
     assert "H1: removing the poisons moved the parameters" in out and "H2: after 50 clean-data GD steps" in out

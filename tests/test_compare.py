@@ -12,7 +12,8 @@ from mlflow.tracking import MlflowClient
 from unlearn_search import cli, report, verdict
 from unlearn_search.errors import UsageError
 
-ARGS = ["compare", "--methods", "gd,ga", "--n-trials", "2", "--train-epochs", "3", "--storage", "j.log", "--seeds", "1"]
+ARGS = ["compare", "--methods", "gd,ga", "--stop", "fixed",
+        "--n-trials", "2", "--train-epochs", "3", "--storage", "j.log", "--seeds", "1"]
 
 
 def test_table_matches_trial_runs_and_second_compare_reuses_studies(mlflow_store, capsys):
@@ -186,7 +187,8 @@ def test_bad_methods(text, needle):
 
 
 def test_compare_tabulates_attacks_side_by_side(mlflow_store, capsys):
-    args = ["compare", "--attacks", "gaussian,backdoor", "--methods", "gd", "--n-trials", "2", "--train-epochs", "3",
+    args = ["compare", "--attacks", "gaussian,backdoor", "--methods", "gd", "--stop", "fixed",
+            "--n-trials", "2", "--train-epochs", "3",
             "--storage", "j.log", "--utility-tolerance", "1", "--seeds", "1"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
@@ -257,7 +259,8 @@ def test_compare_over_seeds_combines_each_seeds_best_trial(mlflow_store, capsys)
 
     from unlearn_search import verdict
 
-    args = ["compare", "--methods", "gd", "--n-trials", "3", "--train-epochs", "3", "--storage", "j.log",
+    args = ["compare", "--methods", "gd", "--stop", "fixed", "--n-trials", "3", "--train-epochs", "3",
+            "--storage", "j.log",
             "--seeds", "2", "--utility-tolerance", "1"]
     assert cli.main(args) == 0
     (parent,) = mlflow.search_runs(search_all_experiments=True, filter_string="tags.entry_point = 'compare'")[
@@ -350,7 +353,8 @@ def test_compare_gathers_studies_filled_by_running_workers(mlflow_store, tmp_pat
                                "3", "--train-epochs", "3", "--storage", "j.log", "--utility-tolerance", "1"],
                               cwd=os.getcwd(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        assert cli.main(["compare", "--methods", "gd", "--n-trials", "3", "--train-epochs", "3", "--storage", "j.log",
+        assert cli.main(["compare", "--methods", "gd", "--stop", "fixed",
+                         "--n-trials", "3", "--train-epochs", "3", "--storage", "j.log",
                          "--seeds", "1", "--utility-tolerance", "1", "--wait-for-workers", "300"]) == 0
     finally:
         _, err = worker.communicate(timeout=300)

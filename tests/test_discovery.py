@@ -125,7 +125,8 @@ def test_compare_sweeps_the_fraction(mlflow_store, capsys) -> None:  # type: ign
 
     from unlearn_search import cli
 
-    assert cli.main(["compare", "--methods", "gd", "--n-trials", "2", "--seeds", "1", "--train-epochs", "10",
+    assert cli.main(["compare", "--methods", "gd", "--stop", "fixed",
+                     "--n-trials", "2", "--seeds", "1", "--train-epochs", "10",
                      "--discovered-fraction", "0.5,1"]) == 0
     out = capsys.readouterr().out
     assert "| method | discovered | removal (all poisons) | removal (discovered) | removal (undiscovered) |" in out

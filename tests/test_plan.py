@@ -25,7 +25,7 @@ def test_plan_matches_what_a_real_compare_recorded(mlflow_store, capsys):
     """The trainings' example-passes are exactly what the references logged (train_compute), the poisons as many
     as the scenario has, and every trial's metered compute (compute_used) is within the plan's per-trial bound, so
     the methods' rows bound their studies."""
-    assert cli.main(["compare", *SMALL, "--storage", "j.log"]) == 0
+    assert cli.main(["compare", *SMALL, "--stop", "fixed", "--storage", "j.log"]) == 0
     plan = _plan(*SMALL)
     (s,) = plan.scenarios
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")

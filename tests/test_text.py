@@ -252,7 +252,8 @@ def test_language_track_end_to_end_through_mlflow_run(tmp_path) -> None:  # type
     client = MlflowClient(uri)
     client.create_experiment("text")  # before any run: concurrent `mlflow run`s would race to create it
     for entry, extra in (("poison", []), ("tune", ["-P", "method=gd", "-P", "n_trials=3"]),
-                         ("compare", ["-P", "methods=gd,ssd", "-P", "n_trials=3", "-P", "seeds=1"])):
+                         ("compare", ["-P", "methods=gd,ssd", "-P", "stop=fixed", "-P", "n_trials=3",
+                                      "-P", "seeds=1"])):
         r = subprocess.run([str(Path(sys.executable).parent / "mlflow"), "run", str(root), "-e", entry, *scenario,
                             *extra, "--env-manager", "local", "--experiment-name", "text"], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=900)

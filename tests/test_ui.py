@@ -45,7 +45,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     uri = f"sqlite:///{root}/mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     out = subprocess.run([sys.executable, "-m", "unlearn_search", "-q", "compare", "--methods", ",".join(METHODS),
-                          "--n-trials", "2", "--train-epochs", "3", "--seeds", "1", "--utility-tolerance", "1",
+                          "--stop", "fixed", "--n-trials", "2", "--train-epochs", "3", "--seeds", "1",
+                          "--utility-tolerance", "1",
                           "--storage", "j.log"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     url = re.search(r"^results: (\S+)", out.stdout, re.M)

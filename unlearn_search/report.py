@@ -320,17 +320,17 @@ def search_cell(row: Row) -> str:
 
 
 def markdown(rows: Sequence[Row], n_seeds: int, keys: Sequence[str] | None = None) -> str:
-    """The comparison table; ``keys``: only these metric columns (in this order) and no search column (the short
-    form a run's description shows)."""
+    """The comparison table; ``keys``: only these metric columns (in this order), then the verdict and the search
+    column (the short form a run's description and the README show)."""
     cols = _columns(rows)
     if keys is not None:
         titles = dict(cols)
         cols = [(k, titles[k]) for k in keys if k in titles]
-    head = ["method", *(title for _, title in cols), "poison removed", *(["search"] if keys is None else [])]
+    head = ["method", *(title for _, title in cols), "poison removed", "search"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        lines.append("| " + " | ".join([r.name, *(_cell(r, k) for k, _ in cols), verdict_cell(r),
-                                        *([search_cell(r)] if keys is None else [])]) + " |")
+        lines.append("| " + " | ".join([r.name, *(_cell(r, k) for k, _ in cols), verdict_cell(r), search_cell(r)])
+                     + " |")
     note = ("every column on the verdict part of the units, which the search never saw; "
             + (f"{n_seeds} seeds, each a full scenario with its own references and search; removal: mean [95% "
                f"t-interval] over seeds; other columns: mean ± std over seeds" if n_seeds > 1 else "1 seed"
@@ -340,12 +340,11 @@ def markdown(rows: Sequence[Row], n_seeds: int, keys: Sequence[str] | None = Non
              f"margin is shown, else 'inconclusive', each at level {verdict.LEVEL}, Holm-adjusted across the methods"
              + (f", the seeds combined ({verdict.COMBINATION_NAMES.get(rows[0].combination, rows[0].combination)} "
                 "for the residual test, inverse-variance pooling for equivalence)" if n_seeds > 1 else ""))
-    if keys is None:  # the short form has no search column
-        settled = any("search_settled" in r.values for r in rows)
-        note += ("; search: 'settled after N trials' when the best case stopped moving (stop=settled: the patience "
-                 "rule of docs/tune.md), 'capped' when the cap came first" if settled else
-                 f"; search: 'still improving' when the best feasible trial came in the last "
-                 f"{IMPROVING_TAIL:.0%} of the trials")
+    settled = any("search_settled" in r.values for r in rows)
+    note += ("; search: 'settled after N trials' when the best case stopped moving (stop=settled: the patience rule "
+             "of docs/tune.md), 'capped' when the cap came first" if settled else
+             f"; search: 'still improving' when the best feasible trial came in the last {IMPROVING_TAIL:.0%} of the "
+             "trials")
     return "\n".join(lines) + f"\n\n({note})\n"
 
 
