@@ -39,6 +39,8 @@ def test_describe_says_settled_capped_or_fixed_with_a_reason() -> None:
     state, reason = rule.describe([-1.0 + 0.05 * i for i in range(20)], cap=20)
     assert state == "capped" and reason.startswith("capped at 20 trials, still improving")
     assert rule.describe([-0.9, -0.8], cap=20)[0] == "running"
+    assert rule.describe([NAN] * 20, cap=20) == ("capped", "capped at 20 trials without a feasible trial: no best "
+                                                            "case to settle")
     assert StopRule("fixed").describe([-0.5] * 7, cap=7) == ("fixed", "stop=fixed: 7 trials, as asked")
 
 
@@ -71,6 +73,9 @@ def test_search_column_says_how_each_search_ended() -> None:
                                   search_capped=[0.0] * 3)) == "settled after 41-66 trials"
     assert report.search_cell(row(search_trials=[57.0], search_settled=[1.0], search_capped=[0.0])) == \
         "settled after 57 trials"
+    partly = row(search_trials=[52.0], search_settled=[1.0], search_capped=[0.0])
+    partly.missing = 2  # two seeds without a feasible trial: no row values, nothing to settle
+    assert report.search_cell(partly) == "settled after 52 trials; no feasible trial in 2 (no best case to settle)"
     assert report.search_cell(row(search_trials=[57.0, 100.0, 100.0], search_settled=[1.0, 0.0, 0.0],
                                   search_capped=[0.0, 1.0, 1.0])) == "capped at 100, still improving in 2 of 3 seeds"
     fixed = row(search_trials=[20.0, 20.0])

@@ -308,11 +308,12 @@ def search_cell(row: Row) -> str:
         capped = int(sum(row.values.get("search_capped", [])))
         open_ = row.n - int(sum(row.values["search_settled"]))
         where = "" if row.n == 1 else f" in {open_} of {row.n} seeds"
+        unjudged = f"; no feasible trial in {row.missing} (no best case to settle)" if row.missing else ""
         if not open_:
-            return f"settled after {span} trials"
+            return f"settled after {span} trials{unjudged}"
         if capped == open_:
-            return f"capped at {max(trials)}, still improving{where}"
-        return f"not settled{where} (stopped early: a timeout), {span} trials: run more trials"
+            return f"capped at {max(trials)}, still improving{where}{unjudged}"
+        return f"not settled{where} (stopped early: a timeout), {span} trials: run more trials{unjudged}"
     if not row.improving:
         return "settled" if not trials else f"{span} trials (fixed), best not in the last {IMPROVING_TAIL:.0%}"
     where = "" if row.n == 1 else f" in {row.improving} of {row.n} seeds"

@@ -84,8 +84,10 @@ class StopRule:
                                f"{best[at - 1] - best[at - 1 - self.patience]:.3g} (<= {self.tolerance:g}) in the "
                                f"last {self.patience}")
         if n >= cap:
+            if not np.isfinite(np.asarray(history, float)).any():
+                return "capped", f"capped at {cap} trials without a feasible trial: no best case to settle"
             return "capped", (f"capped at {cap} trials, still improving: the best case moved by more than "
-                              f"{self.tolerance:g} in the last {self.patience} (or no feasible trial)")
+                              f"{self.tolerance:g} in the last {self.patience}")
         return "running", f"{n} of at most {cap} trials, not settled yet"
 
     def callback(self, history_of: Callable[[Any], Sequence[float]]) -> Callable[[Any, Any], None]:
