@@ -38,6 +38,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--trials", type=int, default=50)
     p.add_argument("--checkpoints", default="1,5,10,20,50")
+    p.add_argument("--settled", action="store_true",
+                   help="as compare runs it: every study stops by the default rule (stop=settled, --trials the cap), "
+                        "and the warm chain enqueues the earlier seeds' warm bests; prints the best case at the stop")
     a = p.parse_args()
     logging.disable(logging.WARNING)
     warnings.simplefilter("ignore")
@@ -64,6 +67,10 @@ def main() -> None:
         scenarios.append((sc, models, metrics, Yardstick.of_models(sc, models, ctx), ctx))
     print(f"{a.seeds} scenarios in {time.perf_counter() - t0:.0f} s", flush=True)
 
+    from unlearn_search.stopping import StopRule
+
+    rule = StopRule("settled")
+
     def study_of(name: str, seed: int, warm: list[dict]) -> optuna.Study:
         sc, models, metrics, yard, ctx = scenarios[seed]
         tc = search.TuneConfig(method=name, seed=seed)
@@ -71,14 +78,19 @@ def main() -> None:
                                     pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1))
         for params in warm:
             study.enqueue_trial(dict(params), skip_if_exists=True)
+        stop = [rule.callback(lambda st: search.objective_history(st.get_trials(deepcopy=False)))] if a.settled else []
         study.optimize(search.make_objective(tc, METHODS.get(name), sc, models["poisoned"], metrics, yard, ctx,
-                                             _Quiet()), n_trials=a.trials, catch=(Exception,))
+                                             _Quiet()), n_trials=a.trials, catch=(Exception,), callbacks=stop)
         return study
 
     def best_after(study: optuna.Study, n: int) -> float:
         h = search.objective_history(study.get_trials(deepcopy=False))[:n]
         return float(np.nanmax(h)) if np.isfinite(h).any() else math.nan
 
+    if a.settled:
+        settled_chains(methods, a.seeds, study_of)
+        print(f"\n{time.perf_counter() - t0:.0f} s in all")
+        return
     print("\n| method | " + " | ".join(f"after {n}: cold / warm" for n in checkpoints) + " | warm >= cold |")
     print("|---|" + "---|" * (len(checkpoints) + 1))
     for name in methods:
@@ -102,6 +114,37 @@ def main() -> None:
     print(f"\nobjective = -|1 - removal| on the selection part (0 = retraining), mean over seeds 1-{a.seeds - 1} "
           f"(seed 0 has no earlier seed); the warm study's first trials are the earlier seeds' best settings (from "
           f"their cold {a.trials}-trial studies); {time.perf_counter() - t0:.0f} s in all")
+
+
+def settled_chains(methods: list[str], seeds: int, study_of) -> None:  # type: ignore[no-untyped-def]
+    """Each method's seeds as `compare` runs them, cold and warm: per seed, the best case at the settled stop (the
+    best feasible objective on the selection part, its trial's verdict-part removal) and the trials used."""
+    from unlearn_search import search
+
+    print("\n| method | seed | cold: objective, removal, trials | warm: objective, removal, trials |")
+    print("|---|---|---|---|")
+    totals: dict[str, list[list[float]]] = {"cold": [], "warm": []}
+    for name in methods:
+        bests: dict[str, list[dict]] = {"cold": [], "warm": []}
+        for seed in range(seeds):
+            cells = []
+            for chain in ("cold", "warm"):
+                study = study_of(name, seed, bests["warm"] if chain == "warm" else [])
+                best = search.best_trial(study)
+                n = len(search.objective_history(study.get_trials(deepcopy=False)))
+                if best is None:
+                    cells.append(f"none, {n}")
+                    totals[chain].append([math.nan, math.nan, n])
+                    continue
+                bests[chain].append(dict(best.params))
+                m = best.user_attrs["metrics"]
+                cells.append(f"{m['objective']:.3f}, {m['removal']:.2f}, {n}")
+                totals[chain].append([m["objective"], m["removal"], n])
+            print(f"| {name} | {seed} | {cells[0]} | {cells[1]} |", flush=True)
+    for chain, rows in totals.items():
+        r = np.array(rows, float)
+        print(f"{chain}: mean objective {np.nanmean(r[:, 0]):.3f}, mean verdict-part removal "
+              f"{np.nanmean(r[:, 1]):.3f}, {int(r[:, 2].sum())} trials in all")
 
 
 if __name__ == "__main__":
