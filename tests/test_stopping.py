@@ -150,8 +150,8 @@ def _hash() -> str:
 
 @pytest.mark.slow
 def test_compare_warm_starts_each_seed_from_the_best_settings_of_the_earlier_seeds(mlflow_store) -> None:  # type: ignore[no-untyped-def]
-    """Seed 1's study of a method first runs seed 0's best setting (settings only; seed 1 keeps its own poisons
-    and references); with --warm-start false it does not."""
+    """With --warm-start true, seed 1's study of a method first runs seed 0's best setting (settings only; seed 1
+    keeps its own poisons and references); by default (false) it does not."""
     import dataclasses
 
     from unlearn_search import cli
@@ -166,7 +166,7 @@ def test_compare_warm_starts_each_seed_from_the_best_settings_of_the_earlier_see
         return optuna.load_study(study_name=name or search.TuneConfig(method="ga").name_for(h), storage=storage)
 
     args = ["compare", "--methods", "ga", "--seeds", "2", "--stop", "fixed", "--n-trials", "6", "--train-epochs", "20"]
-    assert cli.main(["-q", *args]) == 0
+    assert cli.main(["-q", *args, "--warm-start", "true"]) == 0
     s0, s1 = study(0), study(1)
     best0 = search.best_trial(s0)
     assert best0 is not None
@@ -174,8 +174,8 @@ def test_compare_warm_starts_each_seed_from_the_best_settings_of_the_earlier_see
     assert first.params == best0.params  # enqueued: seed 0's best setting, tried first
     assert first.system_attrs.get("fixed_params") == best0.params
     assert not any(t.system_attrs.get("fixed_params") for t in s0.trials)  # seed 0 had no earlier seed
-    # without warm start, another store: seed 1's first trial is TPE's own draw
+    # by default (no warm start), another store: seed 1's first trial is TPE's own draw
     Path("optuna_journal.log").unlink()
-    assert cli.main(["-q", *args, "--warm-start", "false"]) == 0
+    assert cli.main(["-q", *args]) == 0
     storage = search.connect_storage("optuna_journal.log")
     assert not any(t.system_attrs.get("fixed_params") for t in study(1).trials)

@@ -583,9 +583,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                     help="stop=settled: the cap on each study's finished trials; stop=fixed: the finished trials each "
                          "study should have (finished or settled studies are reused) (default: %(default)s)")
     _add_stop_args(co, "settled")
-    co.add_argument("--warm-start", type=_parse_bool, default=True,
+    co.add_argument("--warm-start", type=_parse_bool, default=False,
                     help="each seed's study of a method first tries the best settings of the method's earlier seeds "
-                         "(settings only; every seed is judged on its own poisons) (true/false; default true)")
+                         "(settings only; every seed is judged on its own poisons; measured to make settled studies "
+                         "stop sooner at worse best cases, docs/tune.md) (true/false; default false)")
     co.add_argument("--seeds", type=_or_default(int), default="default",
                     help="number of scenario seeds (seed, seed+1, ...), each a full scenario with its own references "
                          "and searches; the verdict combines them (default: the preset's; 3, paper 8)")
