@@ -53,7 +53,7 @@ def test_table_matches_trial_runs_and_second_compare_reuses_studies(mlflow_store
         trials = trial_runs(client, tune)
         assert len(trials) == 2 and all(t.data.tags["method"] == method for t in trials)
         (trial,) = [t for t in trials if t.data.tags["trial"] == tune.data.tags["best_trial"]]
-        assert trial.info.run_name == f"{method} / trial {tune.data.tags['best_trial']}"
+        assert trial.info.run_name == f"{method} / seed 0 / trial {tune.data.tags['best_trial']}"
         assert trial.data.metrics["feasible"] == 1.0
         for key in ("removal", "test_acc", "gus_z", "gus_tpr_at_1fpr", "mia_tpr_at_1fpr", "budget_used"):
             # one name per quantity: the row, the tune run and the trial say ``removal`` alike
@@ -279,8 +279,12 @@ def test_compare_over_seeds_combines_each_seeds_best_trial(mlflow_store, capsys)
     z = [b["residual_z"] for b in best]  # each seed's verdict-part z, exactly N(0, 1) without the poison
     m = row_runs(client, run)["gd"].data.metrics
     expected = min(1.0, 2 * min(stats.chi2.sf(sum(x * x for x in z), 2), 2 * stats.norm.sf(abs(sum(z)) / math.sqrt(2))))
-    assert m["combined_pvalue"] == pytest.approx(expected, rel=1e-6)
+    assert m["combined_neg_log10_p"] == pytest.approx(-math.log10(expected), rel=1e-6)
     assert m["combined_poison_removed"] == float(m["verdict_code"] == verdict.CODES[verdict.REMOVED])
+    assert m["verdict_code"] in verdict.CODES.values()  # the answer over seeds, not a mean of per-seed codes
+    # no mean over seeds of per-seed answers or p-values, which would read as a verdict they are not
+    assert not {"poison_removed", "removal_pvalue", "combined_pvalue"} & set(m)  # equivalence_pvalue: combined
+    assert m["seeds_removed_fraction"] == m["removed_seeds"] / 2
     mean, lo, hi = verdict.mean_ci([b["removal"] for b in best])
     assert (m["removal"], m["removal_ci_low"], m["removal_ci_high"], m["seeds"]) == (
         pytest.approx(mean), pytest.approx(lo), pytest.approx(hi), 2.0)

@@ -47,7 +47,7 @@ def test_tune_logs_parent_and_children_and_resumes(mlflow_store, capsys):
     children = mlflow.search_runs([trials_exp.experiment_id], filter_string=f"tags.tune_run = '{pid}'")
     assert len(children) == 3 and set(children["tags.state"]) <= {"complete", "infeasible", "pruned", "failed"}
     assert set(children["tags.study"]) == {"s1"} and set(children["tags.method"]) == {"gd"}
-    assert set(children["tags.mlflow.runName"]) == {f"gd / trial {n}{tune.STATE_SUFFIX[state]}"
+    assert set(children["tags.mlflow.runName"]) == {f"gd / seed 0 / trial {n}{tune.STATE_SUFFIX[state]}"
                                                     for n, state in zip(children["tags.trial"], children["tags.state"],
                                                                         strict=True)}
     assert "metrics.removal" in children.columns

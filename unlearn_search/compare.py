@@ -214,6 +214,11 @@ def _add_lira(rows: dict[str, dict[str, float] | None], refs: Any, cfg: Scenario
                 row.update(values)
 
 
+#: Per-seed quantities that a mean over seeds would misrepresent; a row run logs the combined ones instead.
+PER_SEED_ONLY = ("poison_removed", "removal_pvalue", "equivalence_pvalue", "verdict_code", "search_still_improving",
+                 "search_settled", "search_capped", "gus_pvalue", "residual_z")
+
+
 def _row_runs(table: list[report.Row], base: ScenarioConfig, name_suffix: str = "") -> None:
     """One run per table row (each method and both references), named by the row, tagged ``method``, ``kind=row``
     and ``compare_run`` (the comparison's run id), with the row's numbers under the plain metric names
@@ -228,16 +233,21 @@ def _row_runs(table: list[report.Row], base: ScenarioConfig, name_suffix: str = 
         tags = {tracking.KIND: "row", "method": row.name, "row": "reference" if reference else "method",
                 "scenario_hash": base.hash, "attack": base.attack, "verdict": report.verdict_cell(row),
                 "search": report.search_cell(row)}
+        seeds = float(row.n + row.missing)
         extra = {"removal_ci_low": row.ci[0], "removal_ci_high": row.ci[1], "removed_seeds": float(row.removed),
-                 "seeds": float(row.n + row.missing), "combined_pvalue": row.combined_pvalue,
+                 "seeds_removed_fraction": row.removed / seeds if seeds else math.nan, "seeds": seeds,
+                 "combined_neg_log10_p": -math.log10(max(row.combined_pvalue, 1e-300)),
                  "search_still_improving_seeds": float(row.improving)}
         if row.answer is not None:  # the answer over seeds, as the table says it (Holm-adjusted)
             extra.update({"combined_poison_removed": float(row.answer == verdict.REMOVED),
                           "verdict_code": verdict.CODES[row.answer], "equivalence_pvalue": row.equivalence_pvalue,
                           "residual_pvalue_holm": row.residual_holm, "equivalence_pvalue_holm": row.equivalence_holm,
                           "needed_factor": row.needed})
+        # per-seed answers and p-values are never averaged into a row's metrics: a mean of 0/1 answers or of
+        # p-values reads as a verdict it is not (the combined test and the answer over seeds are `extra`)
+        means = {k: v for k, v in row.mean.items() if k not in PER_SEED_ONLY}
         tracking.log_finished_run(row.name + name_suffix, tags,
-                                  {k: v for k, v in {**row.mean, **extra}.items() if math.isfinite(v)},
+                                  {k: v for k, v in {**means, **extra}.items() if math.isfinite(v)},
                                   link_tag="compare_run")
 
 

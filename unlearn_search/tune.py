@@ -48,13 +48,17 @@ def summary_keys(removal_metric: str) -> tuple[str, ...]:
 STATE_SUFFIX = {"complete": "", "infeasible": " (utility lost)", "pruned": " (pruned)", "failed": " (failed)"}
 
 
-def trial_run(method: str, study: str, number: int, state: str, reason: str = "",
+def trial_run(method: str, study: str, number: int, state: str, reason: str = "", seed: int | None = None,
               **extra: str) -> tuple[str, dict[str, str]]:
-    """A trial run's name (method first: ``scrub / trial 3``, with its state when not complete) and tags."""
+    """A trial run's name (method first, then the scenario seed: ``scrub / seed 0 / trial 3``, with its state when
+    not complete; a comparison has one study per method and seed, so trial numbers repeat across seeds) and tags."""
     tags = {tracking.KIND: "trial", "method": method, "study": study, "trial": str(number), "state": state, **extra}
+    if seed is not None:
+        tags["seed"] = str(seed)
     if reason:
         tags["reason"] = reason[:500]
-    return f"{method} / trial {number}{STATE_SUFFIX.get(state, f' ({state})')}", tags
+    where = "" if seed is None else f" / seed {seed}"
+    return f"{method}{where} / trial {number}{STATE_SUFFIX.get(state, f' ({state})')}", tags
 
 
 def trial_metrics(metrics: dict[str, float], state: str) -> dict[str, float]:
@@ -66,9 +70,11 @@ def trial_metrics(metrics: dict[str, float], state: str) -> dict[str, float]:
 class MlflowTrialReporter:
     """Each trial is a run in the trials experiment, linked to the study's tune run, with its state as a tag."""
 
-    def __init__(self, method: str, study_name: str, n_planned: int, writer: tracking.ChildRunWriter) -> None:
+    def __init__(self, method: str, study_name: str, n_planned: int, writer: tracking.ChildRunWriter,
+                 seed: int | None = None) -> None:
         self.method, self.study_name, self.n_planned, self.done, self.writer = (method, study_name, n_planned, 0,
                                                                                 writer)
+        self.seed = seed
         self.best: tuple[float, int] | None = None  # (objective, trial number)
         self.t0 = time.perf_counter()
 
@@ -78,7 +84,7 @@ class MlflowTrialReporter:
         self.start_ms = int(time.time() * 1000)
 
     def finished(self, trial: optuna.Trial, state: str, metrics: dict[str, float], reason: str) -> None:
-        name, tags = trial_run(self.method, self.study_name, trial.number, state, reason)
+        name, tags = trial_run(self.method, self.study_name, trial.number, state, reason, self.seed)
         self.writer.submit(name, self.start_ms, self.params, trial_metrics(metrics, state), tags,
                            failed=state == "failed")
         self.done += 1
@@ -150,8 +156,8 @@ def run_tune(
         tracking.set_tags({"reused_trials": str(len(finished)), "new_trials": str(n_run)})
         writer = tracking.ChildRunWriter(experiment_id=tracking.trials_experiment_id())
         if study.get_trials(deepcopy=False):
-            reconcile(study, writer, tc.method)
-        reporter = MlflowTrialReporter(tc.method, study_name, n_run, writer)
+            reconcile(study, writer, tc.method, seed=cfg.seed)
+        reporter = MlflowTrialReporter(tc.method, study_name, n_run, writer, cfg.seed)
         objective = make_objective(tc, method, sc, refs.models["poisoned"], refs.metrics, yard, ctx,
                                    reporter, discovery)
         if n_run and tc.warm_start and not study.get_trials(deepcopy=False):
@@ -172,7 +178,7 @@ def run_tune(
                                callbacks=stop)
         except BaseException:  # interrupted (Optuna has failed the trial): give that trial its child run too
             writer.flush()  # the trials this process finished have their child runs queued: let them land first
-            reconcile(study, writer, tc.method, interrupted=True)
+            reconcile(study, writer, tc.method, interrupted=True, seed=cfg.seed)
             raise
         finally:
             writer.close()
@@ -309,7 +315,8 @@ def _register_best(model: nn.Module, study: optuna.Study, best: Any, tc: TuneCon
     return f"{keep.name}/{keep.version}"
 
 
-def reconcile(study: optuna.Study, writer: tracking.ChildRunWriter, method: str, interrupted: bool = False) -> None:
+def reconcile(study: optuna.Study, writer: tracking.ChildRunWriter, method: str, interrupted: bool = False,
+              seed: int | None = None) -> None:
     """Make the study's MLflow record whole again after a worker died or was interrupted.
 
     A killed worker leaves its tune run RUNNING, may leave a trial RUNNING, and may lose child runs still queued in
@@ -361,7 +368,7 @@ def reconcile(study: optuna.Study, writer: tracking.ChildRunWriter, method: str,
         if t.state == TrialState.FAIL and not reason:
             reason = "interrupted" if owner == mine else f"worker {owner or '(unrecorded)'} died"
         state = "failed" if state == "fail" else state
-        run_name, tags = trial_run(method, name, t.number, state, reason, reconciled="true")
+        run_name, tags = trial_run(method, name, t.number, state, reason, seed, reconciled="true")
         start = int(t.datetime_start.timestamp() * 1000) if t.datetime_start else int(time.time() * 1000)
         writer.submit(run_name, start, t.params, trial_metrics(dict(t.user_attrs.get("metrics", {})), state), tags,
                       failed=t.state == TrialState.FAIL)
