@@ -52,7 +52,10 @@ def test_plan_matches_what_a_real_compare_recorded(mlflow_store, capsys):
 
 
 def test_paper_plan_arithmetic_by_hand():
-    plan = _plan("--preset", "paper", "--seeds", "8")
+    from unlearn_search.cli import N_TRIALS_CAP
+
+    assert _plan("--preset", "paper", "--seeds", "8").scenarios[0].rows[2].runs == N_TRIALS_CAP  # "at most": the cap
+    plan = _plan("--preset", "paper", "--seeds", "8", "--n-trials", "20")
     (s,) = plan.scenarios
     r = 100 * 49_250  # retraining: 100 epochs on the 50,000 - 750 retain points
     assert (s.n_poison, s.n_retain, s.retrain_cost) == (750, 49_250, r)
