@@ -292,6 +292,16 @@ def test_compare_over_seeds_combines_each_seeds_best_trial(mlflow_store, capsys)
     per_seed = mlflow.artifacts.load_text(f"runs:/{parent}/comparison_per_seed.csv").splitlines()
     assert per_seed[0].startswith("seed,method,") and len(per_seed) == 1 + 2 * 3  # 2 seeds x (none, gd, retrain)
     assert "2 seeds, each a full scenario" in capsys.readouterr().out
+    # the registry: each seed's tuned best under its scenario's alias and under seed<n>; @best is the one the verdict
+    # is about, the best over seeds by the search's objective
+    name = "unlearn_search.unlearned.gd"
+    by_seed = {}
+    for t in tunes:
+        mv = client.get_model_version_by_alias(name, f"best-{t.data.tags['scenario_hash'][:8]}")
+        assert mv.tags["scenario_hash"] == t.data.tags["scenario_hash"]
+        assert client.get_model_version_by_alias(name, f"seed{t.data.params['seed']}").version == mv.version
+        by_seed[mv.version] = t.data.metrics["objective"]
+    assert client.get_model_version_by_alias(name, "best").version == max(by_seed, key=by_seed.get)
 
 
 @pytest.mark.parametrize("preset, expected", [("default", 3), ("paper-small", 3), ("paper", 8)])

@@ -140,7 +140,7 @@ def test_three_workers_share_one_study_and_one_tracking_server(cluster, tmp_path
     assert len({v.tags["trial"] for v in versions}) == len(versions) >= 1
     from unlearn_search.search import best_trial
 
-    best = client.get_model_version_by_alias(role, "best")
+    best = client.get_model_version_by_alias(role, tracking.scenario_alias(versions[0].tags["scenario_hash"]))
     assert best.tags["study"] == "shared" and int(best.tags["trial"]) == best_trial(study).number
     # artifacts went through the server: the registered model loads from it
     assert client.list_artifacts(best.run_id)

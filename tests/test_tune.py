@@ -63,7 +63,8 @@ def test_tune_logs_parent_and_children_and_resumes(mlflow_store, capsys):
     run = MlflowClient().get_run(pid)
     assert "best_trial" in run.data.tags and "Best case: trial" in out
     assert len(run.data.tags["verdict"]) <= 120  # short enough to read whole in MLflow's tag chips
-    mv = MlflowClient().get_model_version_by_alias(tracking.registered_name(tracking.unlearned_role("gd")), "best")
+    mv = MlflowClient().get_model_version_by_alias(tracking.registered_name(tracking.unlearned_role("gd")),
+                                                   tracking.scenario_alias(run.data.tags["scenario_hash"]))
     assert mv.tags["study"] == "s1" and mv.tags["trial"] == run.data.tags["best_trial"]
     # resume: the same study name continues the study with n_trials more; references are not retrained
     assert cli.main([*args[:4], "2", *args[5:]]) == 0

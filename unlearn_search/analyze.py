@@ -218,16 +218,28 @@ def fits_artifact(scenario_hash: str, n_shadows: int) -> str:
 
 
 def newest_registered(method: str, cfg: ScenarioConfig, discovered: float = 1.0) -> list[Any]:
-    """The method's registered versions for ``cfg``'s scenario, newest first, of one discovered fraction (tag
-    ``discovered_fraction``, absent when every poison was told: the paper's setting, what `analyze` analyses)."""
-    found = tracking.find_versions(tracking.unlearned_role(method), {"scenario_hash": cfg.hash})
+    """The method's version to judge for ``cfg``'s scenario: with every poison told, the scenario's tuned best
+    (alias ``best-<hash[:8]>``, `tracking.scenario_alias`), so that a later hand ``unlearn`` run of the method never
+    replaces it; without that alias (or for a discovered fraction below 1), the newest registered version of the
+    scenario and fraction (tag ``discovered_fraction``, absent when every poison was told), with a log line."""
+    role = tracking.unlearned_role(method)
+    if discovered >= 1:
+        mv = tracking.version_by_alias(role, tracking.scenario_alias(cfg.hash))
+        if mv is not None and mv.tags.get("scenario_hash") == cfg.hash:
+            return [mv]
+    found = tracking.find_versions(role, {"scenario_hash": cfg.hash})
     want = None if discovered >= 1 else f"{discovered:g}"
-    return [v for v in found if v.tags.get("discovered_fraction") == want]
+    found = [v for v in found if v.tags.get("discovered_fraction") == want]
+    if found and discovered >= 1:
+        log.info("%s: no tuned best (alias %s) for scenario %s; judging its newest registered version %s", method,
+                 tracking.scenario_alias(cfg.hash), cfg.hash, found[0].version)
+    return found
 
 
 def best_models(cfg: ScenarioConfig, methods: list[str], ctx: RunContext,
                 discovered: float = 1.0) -> dict[str, nn.Module]:
-    """The newest registered unlearned model of each method for ``cfg``'s scenario (methods without one left out)."""
+    """Each method's unlearned model to judge for ``cfg``'s scenario (`newest_registered`: its tuned best; methods
+    without one left out)."""
     out = {}
     for m in methods:
         found = newest_registered(m, cfg, discovered)

@@ -635,8 +635,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     an = sub.add_parser("analyze", help="why unlearning fails here (H1 model shift, H2 gradient subspace) and what a "
                                         "strong membership inference attack (LiRA) sees, per registered method")
     an.add_argument("--methods", default="all",
-                    help="methods whose newest registered unlearned model of the scenario is analysed (tune or compare "
-                         "registers them; a method with none is left out): all or a comma-separated list")
+                    help="methods whose tuned best of the scenario is analysed (the version its alias best-<hash> "
+                         "points at, which tune sets; without it, the newest registered one; a method with none is "
+                         "left out): all or a comma-separated list")
     an.add_argument("--shadows", type=int, default=8,
                     help="LiRA shadow models, an even number, at least 6 (in pairs, one replicating the poisoned "
                          "model's training, one the retrained model's; fitted once per scenario and reused)")

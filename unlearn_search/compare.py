@@ -123,6 +123,7 @@ def run_compare(
         hashes = []
         seed_list = list(range(base.seed, base.seed + seeds))
         bests: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}  # warm start: each seed's best settings
+        chosen: dict[str, list[tuple[int, str, float]]] = {m: [] for m in methods}  # (seed, hash, objective)
         for seed in seed_list:
             cfg = dataclasses.replace(base, seed=seed)
             hashes.append(cfg.hash)
@@ -143,6 +144,7 @@ def run_compare(
                     best = {**references["poisoned"], "removal": float("nan"), "verdict_code": float("nan")}
                 if summary.get("best_params") is not None:
                     bests[m].append(summary["best_params"])
+                    chosen[m].append((seed, cfg.hash, float(summary["best_metrics"].get("objective", math.nan))))
                 state = summary["search_state"]
                 rows[m] = None if best is None else {
                     **best, "search_still_improving": float(state in ("capped", "running") if tc.stop == "settled"
@@ -165,6 +167,8 @@ def run_compare(
                 tracking.log_metrics({**h1, **h2}, prefix=f"seed{seed}.")
             per_seed.append(rows)
         tracking.set_tags({"scenario_hashes": ",".join(hashes)})
+        if told >= 1 and tune_template.mode == "single":
+            _set_comparison_aliases(chosen)
         order = ["no unlearning", *methods, "retrain"]
         table = report.aggregate(per_seed, order, ATTACKS.get(base.attack).seed_combination)
         md = report.markdown(table, seeds)
@@ -212,6 +216,24 @@ def _add_lira(rows: dict[str, dict[str, float] | None], refs: Any, cfg: Scenario
             row = rows.get(name)
             if row is not None:
                 row.update(values)
+
+
+def _set_comparison_aliases(chosen: dict[str, list[tuple[int, str, float]]]) -> None:
+    """Each method's registry aliases for this comparison: ``seed<n>`` on each seed's tuned best (the version its
+    scenario alias ``best-<hash[:8]>`` points at) and ``best`` on the one the verdict is about, the best over seeds by
+    the search's objective (closeness to retraining on the selection part; the verdict part never chose it). The
+    latest comparison of every poison told moves them; a discovery sweep never does."""
+    for m, found in chosen.items():
+        role = tracking.unlearned_role(m)
+        versions = []
+        for seed, scenario_hash, objective in found:
+            mv = tracking.version_by_alias(role, tracking.scenario_alias(scenario_hash))
+            if mv is None:
+                continue
+            tracking.set_alias(role, f"seed{seed}", str(mv.version))
+            versions.append((objective, -seed, str(mv.version)))
+        if versions:
+            tracking.set_alias(role, "best", max(versions)[2])
 
 
 #: Per-seed quantities that a mean over seeds would misrepresent; a row run logs the combined ones instead.

@@ -511,6 +511,21 @@ def set_alias(role: str, alias: str, version: str) -> None:
     MlflowClient().set_registered_model_alias(registered_name(role), alias, version)
 
 
+def scenario_alias(scenario_hash: str) -> str:
+    """The alias of a scenario's tuned best (``best-<hash[:8]>``): set by `tune` on the best trial's version of the
+    scenario's default study (every poison told, one objective), and what `analyze`, U-LiRA and compare's LiRA
+    judge. A hand ``unlearn`` run, a discovery sweep or another scenario (seed, preset) never moves it."""
+    return f"best-{scenario_hash[:8]}"
+
+
+def version_by_alias(role: str, alias: str) -> ModelVersion | None:
+    """The version ``alias`` points at, or None (no such model or alias)."""
+    try:
+        return MlflowClient().get_model_version_by_alias(registered_name(role), alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
 #: Suffix of the experiment that holds an experiment's tune trials (see `trials_experiment_id`).
 TRIALS_SUFFIX = " trials"
 #: The tag that says what a run is: ``compare``, ``row`` (one line of a comparison), ``tune``, ``trial``, ...
