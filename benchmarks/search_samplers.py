@@ -15,34 +15,20 @@ best trial (mean over seeds):
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import time
-import warnings
 
 import numpy as np
 import optuna
-import torch
+from search_common import quiet, run_study, setting
 
 from unlearn_search import search, verdict
-from unlearn_search.context import RunContext
-from unlearn_search.methods import METHODS
-from unlearn_search.scenario import ScenarioConfig, build_scenario, evaluate, train_references
-from unlearn_search.unlearning import Yardstick
 
 SAMPLERS = {
     "tpe": lambda seed: search.TrialSeededSampler(seed, n_startup_trials=5),
     "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
     "gp": lambda seed: optuna.samplers.GPSampler(seed=seed),
 }
-
-
-class _Quiet:
-    def started(self, trial: optuna.Trial, params: dict) -> None:
-        pass
-
-    def finished(self, trial: optuna.Trial, state: str, metrics: dict, reason: str) -> None:
-        pass
 
 
 def best_curve(study: optuna.Study, checkpoints: list[int]) -> list[tuple[float, float]]:
@@ -67,29 +53,16 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=100)
     p.add_argument("--checkpoints", default="20,50,100")
     a = p.parse_args()
-    logging.disable(logging.WARNING)
-    warnings.simplefilter("ignore")
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    torch.set_num_threads(1)
+    quiet()
     checkpoints = [int(x) for x in a.checkpoints.split(",")]
     methods, samplers = a.methods.split(","), a.samplers.split(",")
     results: dict[tuple[str, str], list[list[tuple[float, float]]]] = {}
     t0 = time.perf_counter()
     for seed in range(a.seeds):
-        cfg = ScenarioConfig(seed=seed)
-        ctx = RunContext(seed=seed, device=torch.device("cpu"))
-        sc = build_scenario(cfg, ctx)
-        models = train_references(sc, ctx)
-        metrics = {r: evaluate(m, sc, ctx) for r, m in models.items()}
+        s = setting(seed)
         for name in methods:
-            tc = search.TuneConfig(method=name, seed=seed)
-            yard = Yardstick.of_models(sc, models, ctx)
             for sampler in samplers:
-                study = optuna.create_study(direction="maximize", sampler=SAMPLERS[sampler](seed),
-                                            pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1))
-                objective = search.make_objective(tc, METHODS.get(name), sc, models["poisoned"], metrics, yard, ctx,
-                                                  _Quiet())
-                study.optimize(objective, n_trials=a.trials, catch=(Exception,))
+                study = run_study(name, s, a.trials, sampler=SAMPLERS[sampler](seed))
                 results.setdefault((name, sampler), []).append(best_curve(study, checkpoints))
                 print(f"seed {seed} {name} {sampler}: {a.trials} trials, {time.perf_counter() - t0:.0f} s so far",
                       flush=True)

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import time
-import warnings
 
 import numpy as np
 
@@ -33,46 +31,22 @@ RULES = [(20, 10, 0.01), (20, 20, 0.01), (20, 30, 0.01), (20, 30, 0.0), (20, 40,
 
 
 def run_studies(methods: list[str], seeds: int, cap: int) -> dict[str, list[dict]]:
-    import optuna
-    import torch
+    from search_common import quiet, run_study, setting
 
-    from unlearn_search import search, tune
-    from unlearn_search.context import RunContext
-    from unlearn_search.methods import METHODS
-    from unlearn_search.scenario import ScenarioConfig, build_scenario, evaluate, train_references
-    from unlearn_search.unlearning import Yardstick
+    from unlearn_search import search
 
-    class _Quiet:
-        def started(self, trial, params):  # type: ignore[no-untyped-def]
-            pass
-
-        def finished(self, trial, state, metrics, reason):  # type: ignore[no-untyped-def]
-            pass
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    torch.set_num_threads(1)
+    quiet()
     out: dict[str, list[dict]] = {}
     t0 = time.perf_counter()
     for seed in range(seeds):
-        cfg = ScenarioConfig(seed=seed)
-        ctx = RunContext(seed=seed, device=torch.device("cpu"))
-        sc = build_scenario(cfg, ctx)
-        models = train_references(sc, ctx)
-        metrics = {r: evaluate(m, sc, ctx) for r, m in models.items()}
-        yard = Yardstick.of_models(sc, models, ctx)
+        s = setting(seed)
         for name in methods:
-            tc = search.TuneConfig(method=name, seed=seed)
-            study = optuna.create_study(direction="maximize", sampler=search.TrialSeededSampler(seed,
-                                                                                              n_startup_trials=5),
-                                        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1))
-            objective = search.make_objective(tc, METHODS.get(name), sc, models["poisoned"], metrics, yard, ctx,
-                                              _Quiet())
-            study.optimize(objective, n_trials=cap, catch=(Exception,))
+            study = run_study(name, s, cap)
             trials = sorted((t for t in study.get_trials(deepcopy=False) if t.state.is_finished()),
                             key=lambda t: t.number)
             removal = [t.user_attrs.get("metrics", {}).get("removal", math.nan) if search.is_feasible(t) else math.nan
                        for t in trials]
-            out.setdefault(name, []).append({"seed": seed, "history": tune.objective_history(trials),
+            out.setdefault(name, []).append({"seed": seed, "history": search.objective_history(trials),
                                              "removal": removal})
             print(f"seed {seed} {name}: {cap} trials, {time.perf_counter() - t0:.0f} s so far", flush=True)
     return out
@@ -132,8 +106,6 @@ def main() -> None:
     p.add_argument("--save", default="")
     p.add_argument("--load", default="")
     a = p.parse_args()
-    logging.disable(logging.WARNING)
-    warnings.simplefilter("ignore")
     t0 = time.perf_counter()
     if a.load:
         with open(a.load) as f:

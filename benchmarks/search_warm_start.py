@@ -15,23 +15,18 @@ is at least as good:
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import time
-import warnings
 
 import numpy as np
 
 
 def main() -> None:
     import optuna
-    import torch
+    from search_common import quiet, run_study, setting
 
     from unlearn_search import search
-    from unlearn_search.context import RunContext
-    from unlearn_search.methods import METHODS
-    from unlearn_search.scenario import ScenarioConfig, build_scenario, evaluate, train_references
-    from unlearn_search.unlearning import Yardstick
+    from unlearn_search.stopping import StopRule
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", default="gd,ngd,ga,eu_k,cf_k,scrub,neggrad_plus,ssd")
@@ -42,46 +37,17 @@ def main() -> None:
                    help="as compare runs it: every study stops by the default rule (stop=settled, --trials the cap), "
                         "and the warm chain enqueues the earlier seeds' warm bests; prints the best case at the stop")
     a = p.parse_args()
-    logging.disable(logging.WARNING)
-    warnings.simplefilter("ignore")
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    torch.set_num_threads(1)
+    quiet()
     checkpoints = [int(x) for x in a.checkpoints.split(",")]
     methods = a.methods.split(",")
-
-    class _Quiet:
-        def started(self, trial, params):  # type: ignore[no-untyped-def]
-            pass
-
-        def finished(self, trial, state, metrics, reason):  # type: ignore[no-untyped-def]
-            pass
-
     t0 = time.perf_counter()
-    scenarios = []
-    for seed in range(a.seeds):
-        cfg = ScenarioConfig(seed=seed)
-        ctx = RunContext(seed=seed, device=torch.device("cpu"))
-        sc = build_scenario(cfg, ctx)
-        models = train_references(sc, ctx)
-        metrics = {r: evaluate(m, sc, ctx) for r, m in models.items()}
-        scenarios.append((sc, models, metrics, Yardstick.of_models(sc, models, ctx), ctx))
+    settings = [setting(seed) for seed in range(a.seeds)]
     print(f"{a.seeds} scenarios in {time.perf_counter() - t0:.0f} s", flush=True)
-
-    from unlearn_search.stopping import StopRule
-
     rule = StopRule("settled")
 
     def study_of(name: str, seed: int, warm: list[dict]) -> optuna.Study:
-        sc, models, metrics, yard, ctx = scenarios[seed]
-        tc = search.TuneConfig(method=name, seed=seed)
-        study = optuna.create_study(direction="maximize", sampler=search.TrialSeededSampler(seed, n_startup_trials=5),
-                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1))
-        for params in warm:
-            study.enqueue_trial(dict(params), skip_if_exists=True)
         stop = [rule.callback(lambda st: search.objective_history(st.get_trials(deepcopy=False)))] if a.settled else []
-        study.optimize(search.make_objective(tc, METHODS.get(name), sc, models["poisoned"], metrics, yard, ctx,
-                                             _Quiet()), n_trials=a.trials, catch=(Exception,), callbacks=stop)
-        return study
+        return run_study(name, settings[seed], a.trials, warm=warm, callbacks=stop)
 
     def best_after(study: optuna.Study, n: int) -> float:
         h = search.objective_history(study.get_trials(deepcopy=False))[:n]
