@@ -285,6 +285,10 @@ def test_compare_over_seeds_combines_each_seeds_best_trial(mlflow_store, capsys)
     # no mean over seeds of per-seed answers or p-values, which would read as a verdict they are not
     assert not {"poison_removed", "removal_pvalue", "combined_pvalue"} & set(m)  # equivalence_pvalue: combined
     assert m["seeds_removed_fraction"] == m["removed_seeds"] / 2
+    gd_tags = row_runs(client, run)["gd"].data.tags
+    note = gd_tags["mlflow.note.content"]  # the verdict in words, and the way to the comparison
+    assert note.startswith(f"**gd** (gaussian poisoning, 2 seed(s)): {gd_tags['verdict']}. Search: "), note
+    assert f"#/experiments/{run.info.experiment_id}/runs/{parent}" in note
     mean, lo, hi = verdict.mean_ci([b["removal"] for b in best])
     assert (m["removal"], m["removal_ci_low"], m["removal_ci_high"], m["seeds"]) == (
         pytest.approx(mean), pytest.approx(lo), pytest.approx(hi), 2.0)
@@ -300,8 +304,8 @@ def test_compare_over_seeds_combines_each_seeds_best_trial(mlflow_store, capsys)
         mv = client.get_model_version_by_alias(name, f"best-{t.data.tags['scenario_hash'][:8]}")
         assert mv.tags["scenario_hash"] == t.data.tags["scenario_hash"]
         assert client.get_model_version_by_alias(name, f"seed{t.data.params['seed']}").version == mv.version
-        by_seed[mv.version] = t.data.metrics["objective"]
-    assert client.get_model_version_by_alias(name, "best").version == max(by_seed, key=by_seed.get)
+        by_seed[mv.version] = (t.data.metrics["objective"], -int(t.data.params["seed"]))  # ties: the lower seed
+    assert client.get_model_version_by_alias(name, "best").version == max(by_seed, key=by_seed.__getitem__)
 
 
 @pytest.mark.parametrize("preset, expected", [("default", 3), ("paper-small", 3), ("paper", 8)])

@@ -268,9 +268,15 @@ def _row_runs(table: list[report.Row], base: ScenarioConfig, name_suffix: str = 
         # per-seed answers and p-values are never averaged into a row's metrics: a mean of 0/1 answers or of
         # p-values reads as a verdict it is not (the combined test and the answer over seeds are `extra`)
         means = {k: v for k, v in row.mean.items() if k not in PER_SEED_ONLY}
+        removal = row.mean.get("removal", math.nan)
+        interval = "" if not all(math.isfinite(x) for x in row.ci) else f" [{row.ci[0]:.3g}, {row.ci[1]:.3g}]"
+        description = (f"**{row.name}** ({base.attack} poisoning, {int(seeds)} seed(s)): "
+                       + (f"{tags['verdict']}. Search: {tags['search']}. Mean removal {removal:.3g}{interval} (0 = no "
+                          "unlearning, 1 = retraining), on the verdict part of the poisons." if not reference else
+                          "a reference row of the comparison."))
         tracking.log_finished_run(row.name + name_suffix, tags,
                                   {k: v for k, v in {**means, **extra}.items() if math.isfinite(v)},
-                                  link_tag="compare_run")
+                                  link_tag="compare_run", description=description)
 
 
 def parse_fractions(text: str) -> list[float]:

@@ -689,10 +689,12 @@ def _writer_pool() -> Any:
     return _WRITER[0]
 
 
-def log_finished_run(name: str, tags: dict[str, str], metrics: dict[str, float], link_tag: str) -> str:
+def log_finished_run(name: str, tags: dict[str, str], metrics: dict[str, float], link_tag: str,
+                     description: str = "") -> str:
     """A finished run beside the active run: top level in the same experiment (so that MLflow's runs table and
-    charts show it without expanding anything), linked to the active run by the tag ``link_tag``, with
-    `provenance` tags. Written here, synchronously, by the same code as the writer process's runs. Returns its id."""
+    charts show it without expanding anything), linked to the active run by the tag ``link_tag`` and, with a
+    ``description`` (its Overview text), by a link to the active run's page, with `provenance` tags. Written here,
+    synchronously, by the same code as the writer process's runs. Returns its id."""
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
     from . import runwriter
@@ -701,6 +703,9 @@ def log_finished_run(name: str, tags: dict[str, str], metrics: dict[str, float],
     now = int(time.time() * 1000)
     all_tags = {**provenance(), **{k: str(v) for k, v in tags.items()}, link_tag: active.info.run_id,
                 MLFLOW_RUN_NAME: name}
+    if description:
+        page = f"#/experiments/{active.info.experiment_id}/runs/{active.info.run_id}"
+        all_tags[DESCRIPTION] = f"{description}\n\n[The run this row belongs to ({active.info.run_name})]({page})"
     return runwriter.write(mlflow.get_tracking_uri(), active.info.experiment_id, all_tags, name, now, now, {},
                            metrics, False)
 
