@@ -271,3 +271,16 @@ def test_the_methods_table_has_every_method_with_its_defaults():
         row = (f"| `{name}` | {m.summary.strip().splitlines()[0]} | "
                + ", ".join(f"{f.name}={f.default}" for f in fields(m.Config)) + " |")
         assert row in doc, f"docs/methods.md: the row of {name} is not {row}"
+
+
+def test_no_page_or_module_cites_a_file_outside_the_repository():
+    """The facts the docs and the code rely on from the paper and the methods' reference code are in the repository,
+    in our words (docs/paper.md, docs/references.md); nothing cites the team's private notes (PAPER.md,
+    REFERENCES.md), which a reader of the repository does not have."""
+    outside = re.compile(r"\b(PAPER|REFERENCES)\.md\b")
+    files = [*ROOT.joinpath("unlearn_search").rglob("*.py"), *DOCS.glob("*.md"), ROOT / "README.md",
+             *ROOT.joinpath("benchmarks").glob("*.py")]
+    cited = [str(f.relative_to(ROOT)) for f in files if outside.search(_text(f))]
+    assert not cited, f"cite docs/paper.md or docs/references.md instead: {cited}"
+    for page in ("paper.md", "references.md"):
+        assert f"]({page})" in _text(DOCS / "README.md")

@@ -1,4 +1,4 @@
-"""GUS against statistical and hand-computed truths (PAPER.md 3.1)."""
+"""GUS against statistical and hand-computed truths (docs/paper.md 3.1)."""
 
 from __future__ import annotations
 

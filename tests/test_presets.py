@@ -27,7 +27,7 @@ def test_paper_preset_fills_every_unset_flag():
     assert cfg.train == PAPER_TRAIN
     assert (PAPER_TRAIN.epochs, PAPER_TRAIN.optimizer, PAPER_TRAIN.augment) == (100, "sgd", "crop_flip")
     assert (cfg.attack_params["poison_fraction"], cfg.attack_params["eps"]) == (750, 0.3)  # a count, not 0.015
-    # PAPER.md 8: 750 poisons of CIFAR-10's 50,000 training points, exactly, as the attack counts them
+    # docs/paper.md 8: 750 poisons of CIFAR-10's 50,000 training points, exactly, as the attack counts them
     from unlearn_search.attacks import ATTACKS
     from unlearn_search.context import RunContext
     from unlearn_search.data import Dataset

@@ -1,4 +1,4 @@
-"""Why unlearning fails (PAPER.md section 6) and a strong membership inference attack: the science, no MLflow.
+"""Why unlearning fails (docs/paper.md section 6) and a strong membership inference attack: the science, no MLflow.
 
 **H1, model shift.** The poisons move the model far: the distance between the poisoned model (trained on S_corr) and
 the retrained one (S_corr minus the k poisons) is compared with the distance to a *clean control*, trained with the

@@ -1,4 +1,4 @@
-"""Compute accounting in example-passes (PAPER.md section 2).
+"""Compute accounting in example-passes (docs/paper.md section 2).
 
 One forward+backward of one example costs 1 unit; a forward-only pass costs `FORWARD_ONLY_COST`. Retraining from
 scratch costs ``epochs * n_retain`` units, and an unlearning method given budget ``b`` may consume at most

@@ -34,9 +34,9 @@ PRESETS.register("default")(Preset(
     dataset="digits", model="mlp", train=TrainConfig(),
 ))
 
-#: The study's recipe (PAPER.md 7): CIFAR-10, the CIFAR ResNet-18, 100 epochs of SGD with the standard recipe
+#: The study's recipe (docs/paper.md 7): CIFAR-10, the CIFAR ResNet-18, 100 epochs of SGD with the standard recipe
 #: (lr 0.1, momentum 0.9, weight decay 5e-4, cosine schedule, random crop + flip, batch 128). Gaussian poisoning as
-#: the paper's figure caption gives it (PAPER.md 8): 750 of the 50,000 training points (a count: `poison_fraction`
+#: the paper's figure caption gives it (docs/paper.md 8): 750 of the 50,000 training points (a count: `poison_fraction`
 #: of 1 or more is a number of poisons) with ε_p = 0.3, the likelier reading of its printed "ε_p² = 0.32" (the other,
 #: a variance of 0.32, is ε_p ≈ 0.57: -P eps=0.57; the paper's larger forget sets: -P poison_fraction=1000 / 1250).
 #: The noise is added to [0, 1] pixels, before augmentation (the paper does not say where). Not run at this scale
@@ -47,7 +47,7 @@ PRESETS.register("paper")(Preset(
     summary="the paper's scale: CIFAR-10, CIFAR ResNet-18, 100 epochs of SGD (a GPU)",
     dataset="cifar10", model="resnet18_cifar", train=PAPER_TRAIN,
     attack_params={"gaussian": {"poison_fraction": 750, "eps": 0.3}},  # 750 poisons of CIFAR-10's 50,000
-    seeds=8,  # as the paper did for vision (PAPER.md 8)
+    seeds=8,  # as the paper did for vision (docs/paper.md 8)
 ))
 
 PRESETS.register("paper-small")(Preset(
@@ -58,7 +58,7 @@ PRESETS.register("paper-small")(Preset(
     attack_params={"gaussian": {"poison_fraction": 0.1, "eps": 0.1}},
 ))
 
-#: The language track (PAPER.md 8): GPT-2 medium fine-tuned in full on IMDb with Adam, 5 seeds as reported. The
+#: The language track (docs/paper.md 8): GPT-2 medium fine-tuned in full on IMDb with Adam, 5 seeds as reported. The
 #: paper reportedly gave GPT-2 one epoch of unlearning; with 10 epochs of fine-tuning, tune's largest budget (0.1 of
 #: retraining) is that one epoch, as 10% is 10 of 100 epochs on CIFAR-10. 1.5% of the texts poisoned (as the vision
 #: forget sets); the embedding noise scale for GPT-2 is not known (the first author's later configs use 0.5 and

@@ -2,7 +2,7 @@
 
 `ScenarioConfig` is pure configuration (validated on construction, hashed for reuse). `build_scenario` loads the
 data and crafts the poisons; `train_references` trains the poisoned model on S_corr = retain ∪ poisons and the
-retrained reference on the retain set alone, with the same recipe and seed (PAPER.md section 1). No MLflow here.
+retrained reference on the retain set alone, with the same recipe and seed (docs/paper.md section 1). No MLflow here.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Poison removal and the verdict (PAPER.md section 5; docs/statistics.md), as pure functions.
+"""Poison removal and the verdict (docs/paper.md section 5; docs/statistics.md), as pure functions.
 
 The verdict is a statistical test with three answers, and it is built so that it cannot be fooled by the search:
 

@@ -2,7 +2,7 @@
 
 An attack is configured by a frozen dataclass (``Attack.Config``), crafts a `Poisoning` from a clean `Dataset`,
 and evaluates its own harm on a model (``evaluate``). ``removal_metric`` names the metric that poison removal
-(PAPER.md section 5) is computed from, oriented so that larger means more poison effect.
+(docs/paper.md section 5) is computed from, oriented so that larger means more poison effect.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Backdoor: BadNets-style patch trigger with relabelling (Gu, Dolan-Gavitt, Garg 2017; PAPER.md 3.4).
+"""Backdoor: BadNets-style patch trigger with relabelling (Gu, Dolan-Gavitt, Garg 2017; docs/paper.md 3.4).
 
 Threat model: the attacker stamps a small square trigger (``patch_size`` x ``patch_size`` pixels set to
 ``patch_value`` in every channel, bottom-right corner) onto exactly ``round(poison_fraction * n_train)`` training

@@ -1,4 +1,4 @@
-"""Gaussian data poisoning (Pawelczyk et al., ICLR 2025; PAPER.md 3.1).
+"""Gaussian data poisoning (Pawelczyk et al., ICLR 2025; docs/paper.md 3.1).
 
 Threat model: the attacker adds i.i.d. noise xi_z ~ N(0, eps^2 I) to the inputs of exactly
 ``round(poison_fraction * n_train)`` training points (``poison_fraction`` itself when it is 1 or more: a count,

@@ -1,4 +1,4 @@
-"""Gradient Canceling: model-targeted indiscriminate poisoning (Lu, Kamath, Yu, ICML 2023; PAPER.md 3.3).
+"""Gradient Canceling: model-targeted indiscriminate poisoning (Lu, Kamath, Yu, ICML 2023; docs/paper.md 3.3).
 
 Threat model: the attacker *adds* ``k = round(poison_fraction * n)`` points (``poison_fraction`` itself when 1 or
 more; inputs in [0, 1], any label) to the clean training set S; nothing is removed (``indices`` is empty, the retain

@@ -1,4 +1,4 @@
-"""Witches' Brew: clean-label targeted poisoning by gradient matching (Geiping et al., ICLR 2021; PAPER.md 3.2).
+"""Witches' Brew: clean-label targeted poisoning by gradient matching (Geiping et al., ICLR 2021; docs/paper.md 3.2).
 
 Threat model: the attacker wants ``n_targets`` chosen test points of a target class classified as an adversarial
 class ``y_adv``. It may perturb the inputs (never the labels) of ``round(poison_fraction * n_train)`` training
@@ -17,9 +17,9 @@ augmented training): our default training recipe does not augment.
 Targets and classes are drawn by seed: a target class, an adversarial class ≠ it, and ``n_targets`` test points of
 the target class that the surrogate classifies correctly.
 
-Metric: ``target_success``, the fraction of targets classified as the adversarial class (PAPER.md: "poison success
+Metric: ``target_success``, the fraction of targets classified as the adversarial class (docs/paper.md: "poison success
 rate"); ``target_adv_prob`` is the mean softmax probability of the adversarial class on the targets. The per-target
-success indicators are the paired scores of the verdict. GUS-style scores (PAPER.md 2) do not apply: they test for
+success indicators are the paired scores of the verdict. GUS-style scores (docs/paper.md 2) do not apply: they test for
 known i.i.d. Gaussian noise in the inputs, and these perturbations are optimised, not random.
 """
 

@@ -4,9 +4,9 @@ A method is a function ``run(model, splits, cfg, budget, ctx, on_epoch=None) -> 
 
 - ``model`` is the poisoned model; the method works on a deep copy and never mutates it;
 - ``splits`` holds the forget set (the poisons, as trained on) and the retain set;
-- ``cfg`` is the method's own frozen config dataclass (defaults from the reference code, REFERENCES.md;
+- ``cfg`` is the method's own frozen config dataclass (defaults from the reference code, docs/references.md;
   validated on construction so a bad value fails before any work);
-- ``budget`` is the compute the method may consume, a fraction of retraining from scratch (PAPER.md section 2),
+- ``budget`` is the compute the method may consume, a fraction of retraining from scratch (docs/paper.md section 2),
   checked before every batch, so a method overruns by less than one batch; what it consumed is reported;
 - ``on_epoch(epoch, model, values)`` is called after each epoch; the entry point binds it to logging, the tuner
   to ``trial.report`` (it may raise to stop the method, e.g. an Optuna pruning signal).

@@ -15,7 +15,7 @@ Algorithm, as the authors' code runs it (vikram2000b/bad-teaching-unlearning: ``
   (`bad_teacher_loss`). The authors' ``F.kl_div`` uses its default reduction, an elementwise mean: the summed KL
   divided by batch size × number of classes, with no T² factor; so is ours.
 
-Reference defaults (the notebook's call; REFERENCES.md): Adam lr 1e-4, 1 epoch, T = 1, a 30% retain subset
+Reference defaults (the notebook's call; docs/references.md): Adam lr 1e-4, 1 epoch, T = 1, a 30% retain subset
 (``random.sample(retain, int(0.3 * len(retain)))``). Ours: batch 64 for small data sets (theirs 256); the
 incompetent teacher takes PyTorch's default initialisation of each layer (``reset_parameters``), which for models
 whose constructor initialises differently (``resnet_cifar``'s Kaiming-normal convs) is another random

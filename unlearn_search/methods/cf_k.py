@@ -1,4 +1,4 @@
-"""CF-k: freeze all but the last k units and fine-tune those on the retain set (PAPER.md section 4).
+"""CF-k: freeze all but the last k units and fine-tune those on the retain set (docs/paper.md section 4).
 
 Algorithm: on a working copy, every parameter outside the last ``k`` units of the model
 (`models.model_units`) is frozen (``requires_grad=False``; frozen blocks also stay in eval mode, see
@@ -13,7 +13,7 @@ The unit of k, as EU-k's: k = 1 is the last feature stage together with the clas
 ``linear``: no valid k. Valid k: 1..`models.max_k` (units - 1); k = every unit would fine-tune the whole
 network (that is GD) and is refused with a `UsageError` naming the valid range, before any training.
 
-Reference defaults (SCRUB code / CMU benchmark, REFERENCES.md): k = 1, SGD lr 0.01, momentum 0.9, weight
+Reference defaults (SCRUB code / CMU benchmark, docs/references.md): k = 1, SGD lr 0.01, momentum 0.9, weight
 decay 5e-4, 10 epochs, batch 64: the same fields, defaults and search space as EU-k (`EUkConfig`).
 """
 

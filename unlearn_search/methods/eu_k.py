@@ -1,4 +1,4 @@
-"""EU-k: re-initialise the last k units, freeze the rest, train them on the retain set (PAPER.md 4).
+"""EU-k: re-initialise the last k units, freeze the rest, train them on the retain set (docs/paper.md 4).
 
 Algorithm: on a working copy, the last ``k`` units of the model (`models.model_units`, input to output order)
 get fresh random weights (`reinitialise`, seeded from the run context, drawn on the CPU so the same seed gives
@@ -16,7 +16,7 @@ unit). Valid k: 1..`models.max_k` (units - 1), so at least one unit stays frozen
 re-initialise the whole network, which is retraining from scratch (the reference, method ``retrain``), and
 is refused with a `UsageError` naming the valid range, as is any k beyond it, before any training.
 
-Reference defaults (SCRUB code / CMU benchmark, REFERENCES.md): k = 1, trained with the full recipe: SGD lr
+Reference defaults (SCRUB code / CMU benchmark, docs/references.md): k = 1, trained with the full recipe: SGD lr
 0.01, momentum 0.9, weight decay 5e-4, 10 epochs, batch 64. Compute: each retain example costs 1 unit although
 the frozen blocks need no backward (an upper bound, the same as GD's). Search space: k in 1..max_k of the
 scenario's model (the tuner records it as the trial's ``max_k`` user attribute: 1 for our MLP and CNN, 3 for

@@ -1,10 +1,10 @@
-"""GA: gradient ascent on the forget set (PAPER.md section 4).
+"""GA: gradient ascent on the forget set (docs/paper.md section 4).
 
 Algorithm: per forget batch, one optimizer step that *minimises* ``-CE(model(x_f), y_f)``, i.e. ascends
 the forget cross-entropy (the sign is in the loss, so any optimizer and its momentum/weight decay apply
 unchanged). One epoch is one shuffled pass over the forget set; each batch costs its size in compute units.
 
-Reference defaults (OPTML GA, REFERENCES.md): lr 1e-4, 5 epochs, SGD with momentum 0.9. Batch size 32 and no
+Reference defaults (OPTML GA, docs/references.md): lr 1e-4, 5 epochs, SGD with momentum 0.9. Batch size 32 and no
 weight decay are our choices (the reference value depends on the benchmark).
 
 Divergence: ascent on an unbounded loss can blow up. If a batch's loss is non-finite the step is not taken and

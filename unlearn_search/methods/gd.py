@@ -1,6 +1,6 @@
-"""GD: keep training the poisoned model on the retain set (fine-tuning; PAPER.md section 4).
+"""GD: keep training the poisoned model on the retain set (fine-tuning; docs/paper.md section 4).
 
-Reference defaults (OPTML fine-tune, REFERENCES.md): SGD, lr 0.01, momentum 0.9, 10 epochs. Runs until
+Reference defaults (OPTML fine-tune, docs/references.md): SGD, lr 0.01, momentum 0.9, 10 epochs. Runs until
 ``epochs`` are done or the budget is spent, whichever comes first (``epochs=0`` means: until the budget is spent).
 """
 

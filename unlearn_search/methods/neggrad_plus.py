@@ -1,4 +1,4 @@
-"""NegGrad+: descend on retain while ascending on forget (Kurmanji et al. 2023; PAPER.md section 4).
+"""NegGrad+: descend on retain while ascending on forget (Kurmanji et al. 2023; docs/paper.md section 4).
 
 Algorithm, as the SCRUB reference code runs it (small scale, the setting of its beta = 0.95): each step takes one
 retain batch and one forget batch and minimises
@@ -16,8 +16,8 @@ replayed in the same order (``itertools.cycle`` caches the first pass; nothing i
 A step costs (retain batch + forget batch) examples, charged before it runs, so the budget is overrun by less than
 one step. An empty forget set leaves the forget term out.
 
-Reference defaults (SCRUB code, REFERENCES.md): beta = 0.95 (small scale; the reference code calls it ``alpha``,
-we follow PAPER.md's β), plain SGD (no momentum, no weight decay) at lr 0.01, 10 epochs, l2_weight 0.1,
+Reference defaults (SCRUB code, docs/references.md): beta = 0.95 (small scale; the reference code calls it ``alpha``,
+we follow docs/paper.md's β), plain SGD (no momentum, no weight decay) at lr 0.01, 10 epochs, l2_weight 0.1,
 eval mode. The reference's large-scale runs use another loop (train mode, no L2 term, beta 0.9999): set
 ``eval_mode=False, l2_weight=0, beta=0.9999`` for it (docs/methods.md). Retain batch 64 and forget batch 32 are
 our choices (the small-scale reference used 128 and 64). With ``l2_weight=0``, ``eval_mode=False`` and

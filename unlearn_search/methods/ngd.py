@@ -1,4 +1,4 @@
-"""NGD: noisy gradient descent on the retain set (Langevin-style, Chien et al.; PAPER.md section 4).
+"""NGD: noisy gradient descent on the retain set (Langevin-style, Chien et al.; docs/paper.md section 4).
 
 Algorithm: GD on the retain set (`gd.descend`: cross-entropy, one optimizer step per retain batch) and, after
 every optimizer step, ``θ ← θ + σ·ξ`` with ``ξ ~ N(0, I)`` drawn independently for every trainable parameter
@@ -9,7 +9,7 @@ Randomness: the shuffle order comes from the same generator as GD's, the noise f
 ``ctx.device`` (``ctx`` seed, offset `NOISE_OFFSET`), so ``sigma=0`` gives bit-for-bit the model GD gives with
 the same config and seed, and noise draws never perturb the data order.
 
-Defaults: GD's (OPTML fine-tune, REFERENCES.md: SGD, lr 0.01, momentum 0.9, 10 epochs, batch 64) plus
+Defaults: GD's (OPTML fine-tune, docs/references.md: SGD, lr 0.01, momentum 0.9, 10 epochs, batch 64) plus
 ``sigma=1e-3``. The reference code gives no σ for our setting; 1e-3 is a small perturbation next to an SGD
 step of lr 0.01, and the search draws σ log-uniformly in [1e-6, 1e-2]. ``sigma=0`` skips the noise (plain GD).
 """

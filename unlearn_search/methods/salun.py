@@ -17,13 +17,13 @@ generate_mask.py`` and ``Classification/unlearn/RL.py``, read at commit a6e89fd 
    masked-out element is put back to its starting value and its optimizer state (momentum buffer, Adam moments)
    zeroed (`hold_masked_out`). So weight decay and momentum never move a masked-out weight: they stay
    bit-identical. (The authors' code masked only the gradient until a6e89fd; SGD's weight decay and momentum then
-   moved every weight, salient or not, a bug REFERENCES.md lists.)
+   moved every weight, salient or not, a bug docs/references.md lists.)
 
 Random labels: the authors' code draws each forget label uniformly over all K classes (K = the model's output
 width), so about 1/K of the forget examples keep their own label; that is the default. ``exclude_true_label=True``
 draws among the K - 1 other classes instead (the "random other label" of the method's usual description).
 
-Reference defaults (authors' README example for ResNet-18 on CIFAR-10; REFERENCES.md): mask ratio 0.5
+Reference defaults (authors' README example for ResNet-18 on CIFAR-10; docs/references.md): mask ratio 0.5
 (``mask/with_0.5.pt``), SGD lr 0.013, momentum 0.9, weight decay 5e-4, 10 epochs; the lr schedule of their loop
 (x0.1 at epochs 91 and 136) never fires within 10 epochs. Batch 64 is our choice for small data sets (theirs:
 256, both for the mask and for unlearning); the search space also offers Adam (not in the reference).

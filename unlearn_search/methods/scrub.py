@@ -1,6 +1,6 @@
 """SCRUB: teacher-student unlearning, alternating max and min distillation passes (Kurmanji et al. 2023).
 
-PAPER.md section 4. The teacher is a frozen copy of the poisoned model (eval mode, ``requires_grad`` off, in
+docs/paper.md section 4. The teacher is a frozen copy of the poisoned model (eval mode, ``requires_grad`` off, in
 no optimizer); the student starts as a copy of it and is the only thing trained. For epoch ``e = 1, 2, ...``:
 
 - if ``e <= msteps``: one "max" pass over the forget set, minimising ``-KL(teacher || student)`` (KL alone: no
@@ -11,7 +11,7 @@ no optimizer); the student starts as a copy of it and is the only thing trained.
 The learning rate is multiplied by ``lr_decay_rate`` once for each entry of ``lr_decay_epochs`` that the
 current (1-based) epoch exceeds, as in the reference code; one optimizer serves both passes.
 
-Reference defaults (meghdadk/SCRUB, small scale; REFERENCES.md): Adam, lr 5e-4, weight decay 0.1, γ 1, α 0.5,
+Reference defaults (meghdadk/SCRUB, small scale; docs/references.md): Adam, lr 5e-4, weight decay 0.1, γ 1, α 0.5,
 msteps 3, T 2, 10 epochs, lr ×0.1 after epochs 5, 8, 9. Batch sizes (ours, for small data sets): retain 64,
 forget 32 (the reference's large scale uses 128 / 32).
 

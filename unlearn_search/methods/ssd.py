@@ -1,6 +1,6 @@
 """SSD: Selective Synaptic Dampening (Foster et al. 2024), a one-shot, retraining-free edit of the weights.
 
-Algorithm (PAPER.md section 4, REFERENCES.md):
+Algorithm (docs/paper.md section 4, docs/references.md):
 
 1. diagonal importances, with the model in eval mode: for a set D split into batches B_1..B_m,
    ``imp_D = (1/m) * sum_j (grad_theta mean_{i in B_j} CE(f(x_i), y_i))**2`` (elementwise), i.e. the mean over

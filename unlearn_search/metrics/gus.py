@@ -1,4 +1,4 @@
-"""The Gaussian Unlearning Score (GUS), PAPER.md section 3.1.
+"""The Gaussian Unlearning Score (GUS), docs/paper.md section 3.1.
 
 For a poison z with clean input x_z, label y_z and the Gaussian noise xi_z ~ N(0, eps^2 I) that was added to it in
 training, the statistic is

@@ -1,4 +1,4 @@
-"""Loss-based membership inference, the paper's foil (PAPER.md section 5, REFERENCES.md).
+"""Loss-based membership inference, the paper's foil (docs/paper.md section 5, docs/references.md).
 
 Members (the forget set) and non-members (the test set) are scored by their per-sample loss, lower loss meaning
 "member". ``mia_auc`` is the ROC AUC of that score; ``mia_tpr_at_1fpr`` is the true-positive rate at the threshold

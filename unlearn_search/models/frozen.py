@@ -1,4 +1,4 @@
-"""A linear classifier on the features of a frozen network: ``frozen:<backbone>`` (PAPER.md section 6, H1).
+"""A linear classifier on the features of a frozen network: ``frozen:<backbone>`` (docs/paper.md section 6, H1).
 
 The paper tests its first hypothesis (the poisons move the model further than as many clean points) where it is
 made, on a convex problem: logistic regression on the features of a fixed network. ``frozen:<backbone>`` is that

@@ -1,6 +1,6 @@
 """ResNet-18 for CIFAR-sized inputs (He et al., *Deep Residual Learning for Image Recognition*, CVPR 2016, sec. 4.2).
 
-The paper's model (PAPER.md 7: ResNet-18 on CIFAR-10, variant unknown) taken as the common CIFAR variant: the
+The paper's model (docs/paper.md 7: ResNet-18 on CIFAR-10, variant unknown) taken as the common CIFAR variant: the
 ImageNet ResNet-18 (BasicBlocks [2, 2, 2, 2], widths 64-128-256-512, global average pool, linear head) with its
 7x7 stride-2 stem conv replaced by a 3x3 stride-1 conv and no stem max-pool, so a 32x32 input keeps 32x32 in
 layer1 and reaches 4x4 in layer4. 11,173,962 parameters with 3 input channels and 10 classes.

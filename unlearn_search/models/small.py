@@ -1,7 +1,7 @@
 """Small models for the embedded default: an MLP and a CNN, both as an ordered ``blocks`` list.
 
 The MLP is the digits default: on 8x8 digits it memorises per-example input noise far more than a small CNN
-(PAPER.md 3.1), which is what Gaussian poisoning needs to be visible.
+(docs/paper.md 3.1), which is what Gaussian poisoning needs to be visible.
 """
 
 from __future__ import annotations
@@ -63,6 +63,6 @@ def linear(input_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
     EU-k and CF-k do not apply (nothing could stay frozen).
 
     Convex in its parameters, so a poisoned training set whose loss is stationary at a target parameter steers
-    training there: the setting Gradient Canceling targets (PAPER.md 3.3; the attack is work in progress, docs/wip).
+    training there: the setting Gradient Canceling targets (docs/paper.md 3.3, docs/attacks.md).
     """
     return BlockNet([nn.Flatten(), nn.Linear(math.prod(input_shape), n_classes)])
