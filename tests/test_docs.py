@@ -284,3 +284,31 @@ def test_no_page_or_module_cites_a_file_outside_the_repository():
     assert not cited, f"cite docs/paper.md or docs/references.md instead: {cited}"
     for page in ("paper.md", "references.md"):
         assert f"]({page})" in _text(DOCS / "README.md")
+
+
+def test_entry_points_name_every_preset_dataset_and_model_the_code_offers():
+    """Each preset, dataset (and dataset source), model (and model family prefix) the registries offer has its
+    name in the scenario parameters' rows of docs/entry_points.md; and every name those rows give in backquotes is
+    one the code accepts (no stale name)."""
+    from unlearn_search.data import DATASET_SOURCES, DATASETS
+    from unlearn_search.data.text import TEXT_DATASETS, TEXT_PREFIX
+    from unlearn_search.models import MODELS, TIMM_PREFIX
+    from unlearn_search.models.frozen import PREFIX as FROZEN_PREFIX
+    from unlearn_search.models.text import HF_PREFIX, TEXT_MODELS
+    from unlearn_search.presets import PRESETS
+
+    rows = {line.split("|")[1].strip().strip("`"): line for line in _text(DOCS / "entry_points.md").splitlines()
+            if line.startswith("| `preset`") or line.startswith("| `dataset`") or line.startswith("| `model`")}
+    offered = {
+        "preset": set(PRESETS.names()),
+        "dataset": {*DATASETS.names(), *TEXT_DATASETS.names(), *(f"{s}:" for s in DATASET_SOURCES.names()),
+                    TEXT_PREFIX},
+        "model": {*MODELS.names(), *TEXT_MODELS.names(), TIMM_PREFIX, HF_PREFIX, FROZEN_PREFIX},
+    }
+    for param, names in offered.items():
+        documented = set(re.findall(r"`([^`]+)`", rows[param].split("|")[3]))
+        stems = {d.split("<")[0] for d in documented}  # `npz:<file>` -> `npz:`
+        missing = {n for n in names if n not in stems}
+        assert not missing, f"docs/entry_points.md's {param} row omits {sorted(missing)}"
+        stale = {d for d in stems if d not in names and d not in ("default", "@")}  # `@<n_train>,<n_test>`: a suffix
+        assert not stale, f"docs/entry_points.md's {param} row names {sorted(stale)}, which the code does not offer"
