@@ -295,6 +295,15 @@ def test_compare_over_seeds_combines_each_seeds_best_trial(mlflow_store, capsys)
     assert run.data.tags["mlflow.note.content"].startswith("gaussian poisoning, over 2 seeds: ")
     per_seed = mlflow.artifacts.load_text(f"runs:/{parent}/comparison_per_seed.csv").splitlines()
     assert per_seed[0].startswith("seed,method,") and len(per_seed) == 1 + 2 * 3  # 2 seeds x (none, gd, retrain)
+    table = mlflow.artifacts.load_text(f"runs:/{parent}/comparison.csv").splitlines()
+    for line in per_seed[1:] + table[1:]:  # numbers at 4 significant figures, as the tables show them
+        for cell in line.split(",")[2:]:
+            try:
+                value = float(cell)
+            except ValueError:  # a word (the answer) or empty
+                continue
+            assert cell == f"{value:.4g}", line
+    assert "removal_pvalue" not in table[0].split(",")  # a mean of per-seed p-values is not written anywhere
     assert "2 seeds, each a full scenario" in capsys.readouterr().out
     # the registry: each seed's tuned best under its scenario's alias and under seed<n>; @best is the one the verdict
     # is about, the best over seeds by the search's objective

@@ -358,7 +358,7 @@ def per_seed_csv(per_seed: Sequence[dict[str, dict[str, float] | None]], seeds: 
     for seed, rows in zip(seeds, per_seed, strict=True):
         for name in order:
             m = rows.get(name)
-            out.append(",".join([str(seed), name, *(repr(m[k]) if m and k in m else "" for k in keys)]))
+            out.append(",".join([str(seed), name, *(num(m[k]) if m and k in m else "" for k in keys)]))
     return "\n".join(out) + "\n"
 
 
@@ -382,18 +382,25 @@ def side_by_side(tables: Mapping[str, Sequence[Row]], metrics: Mapping[str, str]
     return "\n".join(lines) + f"\n\n({n_seeds} seed{'s' if n_seeds > 1 else ''} per attack)\n"
 
 
+def num(x: Any) -> str:
+    """A number as the CSVs write it: 4 significant figures (the tables' precision; not 17 digits of noise)."""
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
 def csv(rows: Sequence[Row]) -> str:
-    keys = [k for k, _ in _columns(rows)] + ["gus_se", "removal_pvalue"]
+    """The comparison over seeds, one line per row: the combined tests and the answer, the interval, the means and
+    standard deviations of the table's columns (never a mean of per-seed p-values)."""
+    keys = [k for k, _ in _columns(rows)] + ["gus_se"]
     head = ["method", "n_seeds", "removed", "combined_pvalue", "equivalence_pvalue", "residual_holm",
             "equivalence_holm", "answer", "removal_ci_low", "removal_ci_high", "search_still_improving", *keys,
             *(f"{k}_std" for k in keys)]
     out = [",".join(head)]
     for r in rows:
-        vals = [r.name, str(r.n), str(r.removed), repr(r.combined_pvalue), repr(r.equivalence_pvalue),
-                repr(r.residual_holm), repr(r.equivalence_holm), r.answer or "", repr(r.ci[0]), repr(r.ci[1]),
+        vals = [r.name, str(r.n), str(r.removed), num(r.combined_pvalue), num(r.equivalence_pvalue),
+                num(r.residual_holm), num(r.equivalence_holm), r.answer or "", num(r.ci[0]), num(r.ci[1]),
                 str(r.improving)]
-        vals += [repr(r.mean[k]) if k in r.mean else "" for k in keys]
-        vals += [repr(r.std[k]) if k in r.std else "" for k in keys]
+        vals += [num(r.mean[k]) if k in r.mean else "" for k in keys]
+        vals += [num(r.std[k]) if k in r.std else "" for k in keys]
         out.append(",".join(vals))
     return "\n".join(out) + "\n"
 

@@ -409,7 +409,7 @@ def _log_trials_table(trials: list[optuna.trial.FrozenTrial], attack_metric: str
     w.writerow(["trial", "state", "feasible", *keys, "params", "reason"])
     for t in trials:
         m = t.user_attrs.get("metrics", {})
-        w.writerow([t.number, t.state.name.lower(), is_feasible(t), *(m.get(k, "") for k in keys),
+        w.writerow([t.number, t.state.name.lower(), is_feasible(t), *(report.num(m[k]) if k in m else "" for k in keys),
                     json.dumps(t.params), t.user_attrs.get("reason", "")])
     tracking.log_text(buf.getvalue(), "trials.csv")
 
