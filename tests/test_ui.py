@@ -137,7 +137,7 @@ def test_registered_best_model_shows_its_alias_and_description(store, ui, page, 
     text = page.inner_text("body")
     assert "@best" in re.sub(r"\s", "", text), text[:2000]  # the alias chip, "@ best"
     (verdict,) = [v for v in ("not removed", "removed", "inconclusive", "attack too weak to judge")
-                  if f"poison **{v}**" in mv.description]
+                  if mv.description.split("\n")[0].split(": poison ")[1].startswith(f"{v};")]
     assert f"poison {verdict}" in text  # the description rendered (Markdown bold gone)
     assert "unlearn_search.retrain/" in text and "param.lr" in text
 

@@ -215,7 +215,7 @@ def cmd_unlearn(a: argparse.Namespace) -> int:
                        **{f"param.{k}": str(v) for k, v in hparams.items()}}
             description = report.describe_unlearned(
                 method.name, out.metrics, refs.metrics, refs.versions, refs.scenario.attack.removal_metric,
-                f"one `unlearn` run at budget {a.budget:g}", refs.scenario.attack.residual_test)
+                f"seed {cfg.seed}, one unlearn run at budget {a.budget:g}", refs.scenario.attack.residual_test)
             mv = tracking.log_model(out.model, refs.scenario.spec, tracking.unlearned_role(method.name),
                                     input_example=refs.scenario.data.x_test[:2], tags=lineage, name=method.name,
                                     params=hparams, metrics=out.metrics, description=description,

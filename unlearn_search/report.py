@@ -424,9 +424,11 @@ def describe_unlearned(method: str, metrics: Mapping[str, float], refs: Mapping[
     rows = [("removal (0 = none, 1 = retrain)", "removal", 0.0, 1.0), ("test accuracy", "test_acc", None, None),
             (key, key, None, None), ("MIA TPR at 1% FPR", "mia_tpr_at_1fpr", None, None),
             ("compute used (retrain = 1)", "budget_used", 0.0, 1.0)]
-    lines = [f"**{method}**, {origin}: poison **{answer}** ({residual_test}: "
-             f"p = {metrics.get('removal_pvalue', float('nan')):.3g}; equivalence p = "
-             f"{metrics.get('equivalence_pvalue', float('nan')):.3g}; verdict part of the units).", "",
+    # the first line is plain text, with its numbers apart: the registry's version list shows it raw and flat
+    lines = [f"{method}, {origin}: poison {answer}; removal {_g(metrics.get('removal'))} (0 = none, 1 = retrain), "
+             f"test accuracy {_g(metrics.get('test_acc'))}, compute {_g(metrics.get('budget_used'))} of retraining.",
+             "", f"{residual_test}: p = {metrics.get('removal_pvalue', float('nan')):.3g}; equivalence p = "
+             f"{metrics.get('equivalence_pvalue', float('nan')):.3g}; on the verdict part of the units.", "",
              f"| | {method} | poisoned | retrain |", "|---|---|---|---|"]
     for title, k, p_default, r_default in rows:
         p = refs["poisoned"].get(k, p_default)

@@ -300,7 +300,8 @@ def _register_best(model: nn.Module, study: optuna.Study, best: Any, tc: TuneCon
         bm = best.user_attrs["metrics"]
         description = report.describe_unlearned(
             tc.method, bm, refs.metrics, refs.versions, sc.attack.removal_metric,
-            f"best feasible trial ({best.number}) of study `{study.study_name}`", sc.attack.residual_test)
+            f"seed {sc.config.seed}, best feasible trial {best.number} of study {study.study_name}",
+            sc.attack.residual_test)
         mv = tracking.log_model(model, sc.spec, role, input_example=sc.data.x_test[:2], name=tc.method,
                                 params=best.params, metrics=bm, description=description, tokenizer=sc.data.tokenizer,
                                 tags={**key, "scenario_hash": sc.config.hash, "method": tc.method,
