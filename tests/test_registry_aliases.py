@@ -28,3 +28,9 @@ def test_a_hand_unlearn_run_after_tune_does_not_replace_the_tuned_best(mlflow_st
     assert judged.version == tuned.version  # analyze, U-LiRA and compare's LiRA judge the tuned best
     # the alias is the scenario's: tune never sets the comparison's plain @best
     assert "best" not in {a for v in client.search_model_versions(f"name = '{name}'") for a in v.aliases}
+    # a study of another kind (another selection split: another objective) registers its best, never under the alias
+    assert cli.main(["-q", "tune", "--method", "gd", "--n-trials", "3", "--utility-tolerance", "1",
+                     "--select-fraction", "0.5", *args]) == 0
+    other = client.search_model_versions(f"name = '{name}' and tags.study LIKE '%-select0.5-%'")
+    assert other and all(not v.aliases for v in other)
+    assert client.get_model_version_by_alias(name, tracking.scenario_alias(cfg.hash)).version == tuned.version

@@ -502,10 +502,10 @@ def _method_from_argv(argv: Sequence[str]) -> str | None:
     return None
 
 
-#: The options of `compare` that `plan` takes too: those that change how much `compare` runs.
 #: compare's default cap on a study's trials with stop=settled (docs/tune.md, "When a search stops").
 N_TRIALS_CAP = 150
 
+#: The options of `compare` that `plan` takes too: those that change how much `compare` runs.
 PLAN_OPTIONS = ("methods", "attacks", "n_trials", "seeds", "budget_max", "lira_shadows", "hypotheses",
                 "discovered_fraction")
 
@@ -642,8 +642,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
                     help="LiRA shadow models, an even number, at least 6 (in pairs, one replicating the poisoned "
                          "model's training, one the retrained model's; fitted once per scenario and reused)")
     an.add_argument("--ulira", type=_parse_bool, default=True,
-                    help="U-LiRA too: the shadows unlearn their poisons with each method's registered setting (one "
-                         "run of the method per shadow and method; the shadow models are stored and reused) "
+                    help="U-LiRA too: the poisoned-model shadows unlearn all the poisons with each method's "
+                         "registered setting, the target's own task (one run of the method per shadow pair and "
+                         "method; the shadow models are stored and reused) "
                          "(true/false)")
     an.add_argument("--gd-steps", type=int, default=50, help="plain GD steps on the retain set for H2's cosines")
     an.add_argument("--span-batches", type=int, default=32,

@@ -167,7 +167,7 @@ def run_compare(
                 tracking.log_metrics({**h1, **h2}, prefix=f"seed{seed}.")
             per_seed.append(rows)
         tracking.set_tags({"scenario_hashes": ",".join(hashes)})
-        if told >= 1 and tune_template.mode == "single":
+        if tune_template.default_kind:  # the aliases name the default kind's bests only (a sweep never moves them)
             _set_comparison_aliases(chosen)
         order = ["no unlearning", *methods, "retrain"]
         table = report.aggregate(per_seed, order, ATTACKS.get(base.attack).seed_combination)

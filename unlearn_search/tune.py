@@ -286,7 +286,7 @@ def summarise(
 
 def _register_best(model: nn.Module, study: optuna.Study, best: Any, tc: TuneConfig, refs: References) -> str:
     """Register the best trial's model once per (study, trial), with the scenario's alias ``best-<hash[:8]>``
-    (`tracking.scenario_alias`; only for the scenario's default study: every poison told, one objective). The
+    (`tracking.scenario_alias`; only for a study of the default kind, `TuneConfig.default_kind`). The
     plain ``best`` and ``seed<n>`` aliases are `compare`'s: the version its verdict is about.
 
     Several workers of one study finish together and may each register the same best trial. A version that already
@@ -314,7 +314,7 @@ def _register_best(model: nn.Module, study: optuna.Study, best: Any, tc: TuneCon
             tracking.delete_version(role, str(mv.version))
             existing = [v for v in existing if v.version != mv.version]
     keep = min(existing, key=lambda v: int(v.version))
-    if tc.discovered_fraction >= 1 and tc.mode == "single":  # the scenario's default study: its tuned best
+    if tc.default_kind:  # the scenario's default study: its tuned best
         tracking.set_alias(role, tracking.scenario_alias(sc.config.hash), str(keep.version))
     return f"{keep.name}/{keep.version}"
 
